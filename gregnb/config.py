@@ -1,0 +1,73 @@
+"""Device choice, seeding, FAST mode and where generated data is cached.
+
+``FAST`` is True when the environment variable ``GREGNB_FAST`` is ``1`` (the test
+suite sets it): chapters then use fewer epochs, seeds and grid points so that each
+runs in well under a minute. Read it through :func:`fast` inside functions so a
+test can change the variable after import.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["device", "seed_everything", "fast", "FAST", "data_dir", "pick"]
+
+
+def fast() -> bool:
+    """True when ``GREGNB_FAST=1`` (small, quick settings for tests)."""
+    return os.environ.get("GREGNB_FAST", "0").strip().lower() in {"1", "true", "yes"}
+
+
+FAST: bool = fast()
+
+
+def pick(normal, fast_value):
+    """Return ``fast_value`` in FAST mode and ``normal`` otherwise (a one-liner for notebooks)."""
+    return fast_value if fast() else normal
+
+
+def device(prefer: str | None = None) -> torch.device:
+    """The best available device: cuda > mps > cpu.
+
+    ``prefer`` (or the environment variable ``GREGNB_DEVICE``) forces one, e.g. ``"cpu"``.
+    """
+    choice = prefer or os.environ.get("GREGNB_DEVICE")
+    if choice:
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU ``torch.Generator`` seeded alike."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def data_dir() -> Path:
+    """Folder for generated caches and downloads.
+
+    ``GREGNB_DATA`` if set; otherwise the repository's ``data/`` when the package runs
+    from a checkout; otherwise ``~/.cache/gregnb``. Created if missing.
+    """
+    env = os.environ.get("GREGNB_DATA")
+    if env:
+        path = Path(env).expanduser()
+    else:
+        repo_data = Path(__file__).resolve().parent.parent / "data"
+        path = repo_data if (repo_data / "README.md").exists() else Path.home() / ".cache" / "gregnb"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

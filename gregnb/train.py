@@ -1,0 +1,200 @@
+"""One training loop for every method.
+
+A *method* is a step function registered in :data:`METHODS`: it receives the model, an ID
+batch and (if the method uses outliers) an auxiliary batch drawn from the pool, and returns
+the loss to minimise plus a dict of numbers to log. :func:`fit` does the rest: seeding,
+batching, the optimiser and schedule, device placement, progress bars and a per-epoch history.
+
+Only ``"ce"`` (plain cross-entropy) is registered here; later chapters add outlier methods by
+registering more step functions with :func:`register_method`, without touching the loop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import device as default_device
+from .config import seed_everything
+from .data.base import Benchmark
+
+__all__ = ["TrainConfig", "History", "fit", "METHODS", "register_method", "StepFn"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit`. Unknown names raise, so typos do not pass silently.
+
+    ``lr`` is the peak learning rate; ``schedule="cosine"`` anneals it to 0 per step.
+    ``aux_batch_size`` is the number of pool samples drawn per step by methods that use
+    outliers (default: twice ``batch_size``, as in the energy paper's CIFAR recipe).
+    ``extra`` holds method-specific settings (margins, loss weights, ...).
+    """
+
+    method: str = "ce"
+    epochs: int = 10
+    batch_size: int = 64
+    aux_batch_size: int | None = None
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    seed: int = 0
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; registered: {sorted(METHODS)}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+
+
+class StepFn(Protocol):
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_aux: torch.Tensor | None,
+                 cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class _Method:
+    step: StepFn
+    uses_aux: bool
+
+
+#: name -> registered training method
+METHODS: dict[str, _Method] = {}
+
+
+def register_method(name: str, step: StepFn, *, uses_aux: bool) -> None:
+    """Register a training method. ``step`` returns ``(loss, logs)``; ``logs`` values are floats
+    that :func:`fit` averages over each epoch into the history (key ``name`` -> list per epoch)."""
+    METHODS[name] = _Method(step, uses_aux)
+
+
+def _ce_step(model, x, y, x_aux, cfg):
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    acc = (logits.argmax(1) == y).float().mean()
+    return loss, {"loss_ce": loss.item(), "train_acc": acc.item()}
+
+
+register_method("ce", _ce_step, uses_aux=False)
+
+
+class History(dict):
+    """Per-epoch record: key -> list of floats, one per epoch (``history["loss"][-1]`` is the last)."""
+
+    def last(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.items() if v}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode, as a fraction."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += (model(x[i:i + batch_size].to(dev)).argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / len(x)
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+
+
+def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | torch.device | None = None,
+        step_hook: Callable[[int, dict], None] | None = None, **config) -> History:
+    """Train ``model`` on ``data`` with a registered ``method`` and return its :class:`History`.
+
+    Args:
+        model: any module mapping ``data.train_x`` batches to logits ``(B, K)``.
+        data: a :class:`~gregnb.data.Benchmark`; methods that use outliers draw from ``data.aux_x``.
+        method: a key of :data:`METHODS` (``"ce"`` here; later chapters register more).
+        device: default :func:`gregnb.config.device`.
+        step_hook: called after every optimiser step with ``(global_step, logs)``.
+        **config: fields of :class:`TrainConfig` (epochs, batch_size, lr, ...).
+
+    The history holds, per epoch: ``loss`` (mean total loss), the step logs (e.g. ``loss_ce``,
+    ``train_acc``) averaged over the epoch, ``test_acc`` (eval mode, on ``data.test_x``) and ``lr``.
+    Same seed, same data, same device -> same weights.
+    """
+    cfg = TrainConfig(method=method, **config)
+    spec = METHODS[cfg.method]
+    dev = torch.device(device) if device is not None else default_device()
+    gen = seed_everything(cfg.seed)
+    model.to(dev)
+    x_all, y_all = data.train_x, data.train_y
+    if len(x_all) != len(y_all) or len(x_all) == 0:
+        raise ValueError(f"train_x and train_y must be non-empty and of equal length, got {len(x_all)} and {len(y_all)}")
+    aux_bs = cfg.aux_batch_size or 2 * cfg.batch_size
+    if spec.uses_aux and (data.aux_x is None or len(data.aux_x) < aux_bs):
+        n = 0 if data.aux_x is None else len(data.aux_x)
+        raise ValueError(f"method {cfg.method!r} draws {aux_bs} auxiliary samples per step but the pool has {n}; "
+                         f"pass a smaller aux_batch_size or a larger pool")
+    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    opt = _make_optimizer(model, cfg)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    history = History()
+    step = 0
+    bar = tqdm(range(cfg.epochs), desc=f"{cfg.method}", disable=not cfg.progress, leave=False)
+    for _ in bar:
+        model.train()
+        sums: dict[str, float] = {}
+        order = torch.randperm(len(x_all), generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            if len(idx) < 2 and steps_per_epoch > 1:
+                continue  # a 1-sample tail batch breaks BatchNorm; skip it
+            x, y = x_all[idx].to(dev, non_blocking=True), y_all[idx].to(dev, non_blocking=True)
+            x_aux = None
+            if spec.uses_aux:
+                aux_idx = torch.randint(len(data.aux_x), (aux_bs,), generator=gen)
+                x_aux = data.aux_x[aux_idx].to(dev, non_blocking=True)
+            loss, logs = spec.step(model, x, y, x_aux, cfg)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step} of method {cfg.method!r}; "
+                                         f"lower the learning rate (now {sched.get_last_lr()[0]:.3g}) or check the inputs")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            logs = {"loss": loss.item(), **logs}
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            sums["_n"] = sums.get("_n", 0.0) + 1
+            if step_hook is not None:
+                step_hook(step, logs)
+        n = sums.pop("_n", 1.0)
+        for k, v in sums.items():
+            history.setdefault(k, []).append(v / n)
+        history.setdefault("lr", []).append(sched.get_last_lr()[0])
+        history.setdefault("test_acc", []).append(accuracy(model, data.test_x, data.test_y))
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_acc'][-1]:.3f}")
+    model.eval()
+    history.config = asdict(cfg)  # type: ignore[attr-defined]
+    return history

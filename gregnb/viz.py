@@ -1,0 +1,149 @@
+"""Plots used across the chapters: score histograms with the 95%-TPR threshold, ROC curves,
+and 2-D score landscapes.
+
+Every function draws on a given matplotlib ``Axes`` (or makes one) and returns it, so the
+notebooks compose figures and the widgets redraw them quickly.
+Scores passed here are HIGH = ID unless ``low_is_id=True`` is given (raw energies).
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .metrics import fpr_at_tpr, threshold_at_tpr
+
+__all__ = ["score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "fig_to_png",
+           "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
+
+ID_COLOR = "#1f77b4"
+AUX_COLOR = "#7f7f7f"
+OOD_COLORS = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _as_dict(ood) -> dict[str, np.ndarray]:
+    if isinstance(ood, Mapping):
+        return {k: _np(v) for k, v in ood.items()}
+    return {"OOD": _np(ood)}
+
+
+def score_histograms(id_scores, ood_scores, ax=None, *, low_is_id: bool = False, tpr: float = 0.95,
+                     bins: int = 50, xlabel: str = "score", title: str | None = None, show_fpr: bool = True):
+    """Overlaid density histograms of ID and OOD scores with the threshold that accepts ``tpr`` of ID.
+
+    Args:
+        id_scores: ``(N,)`` scores of ID test samples.
+        ood_scores: ``(M,)`` scores, or a dict name -> scores for several OOD sets.
+        low_is_id: True for raw energies (LOW = ID); the threshold and FPR are then computed on
+            the negated scores, and the accepted side is to the left of the line.
+    """
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    id_s = _np(id_scores)
+    oods = _as_dict(ood_scores)
+    sign = -1.0 if low_is_id else 1.0
+    allv = np.concatenate([id_s, *oods.values()])
+    lo, hi = np.percentile(allv, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    ax.hist(np.clip(id_s, lo, hi), bins=edges, density=True, alpha=0.55, color=ID_COLOR, label="ID (test)")
+    t = sign * threshold_at_tpr(sign * id_s, tpr)
+    for (name, s), color in zip(oods.items(), OOD_COLORS):
+        label = name
+        if show_fpr:
+            label += f"  FPR{int(round(100 * tpr))} {100 * fpr_at_tpr(sign * id_s, sign * s, tpr):.1f}%"
+        ax.hist(np.clip(s, lo, hi), bins=edges, density=True, alpha=0.45, color=color, label=label, histtype="stepfilled")
+    ax.axvline(t, color="k", ls="--", lw=1.2)
+    side = "≤" if low_is_id else "≥"
+    right_half = t > (lo + hi) / 2
+    ax.text(t, ax.get_ylim()[1] * 0.97, f" accept as ID if {side} {t:.3g} ", va="top",
+            ha="right" if right_half else "left", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8, loc="upper center" if low_is_id else "upper left", framealpha=0.8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def roc_plot(id_scores, ood_scores, ax=None, *, tpr: float = 0.95, title: str | None = None):
+    """ROC curves (ID positive, scores HIGH = ID) with the operating point at ``tpr`` marked."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    id_s = _np(id_scores)
+    for (name, s), color in zip(_as_dict(ood_scores).items(), OOD_COLORS):
+        y = np.r_[np.ones(len(id_s)), np.zeros(len(s))]
+        v = np.r_[id_s, s]
+        fpr, tpr_curve, _ = roc_curve(y, v)
+        ax.plot(fpr, tpr_curve, color=color, label=f"{name} (AUROC {100 * roc_auc_score(y, v):.1f}%)")
+        ax.plot([fpr_at_tpr(id_s, s, tpr)], [tpr], "o", color=color)
+    ax.axhline(tpr, color="k", ls=":", lw=1)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1)
+    ax.set_xlabel("false-positive rate (OOD accepted)")
+    ax.set_ylabel("true-positive rate (ID accepted)")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def make_grid(extent: tuple[float, float, float, float] = (-6, 6, -6, 6), n: int = 150) -> torch.Tensor:
+    """``(n*n, 2)`` float32 grid points over ``extent = (xmin, xmax, ymin, ymax)``, row-major from ymin."""
+    xs = torch.linspace(extent[0], extent[1], n)
+    ys = torch.linspace(extent[2], extent[3], n)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+
+
+@torch.no_grad()
+def grid_values(fn: Callable[[torch.Tensor], torch.Tensor], extent=(-6, 6, -6, 6), n: int = 150) -> np.ndarray:
+    """Evaluate ``fn`` (``(M, 2) -> (M,)``) on :func:`make_grid`; returns an ``(n, n)`` array for imshow."""
+    return fn(make_grid(extent, n)).detach().cpu().double().numpy().reshape(n, n)
+
+
+def score_landscape(values: np.ndarray, extent=(-6, 6, -6, 6), ax=None, *, points: Mapping | None = None,
+                    threshold: float | None = None, cmap: str = "viridis", label: str = "score",
+                    colorbar: bool = True, vmin=None, vmax=None, point_size: float = 6):
+    """A 2-D score landscape: ``values`` (``(n, n)`` from :func:`grid_values`) as an image, the
+    threshold as a contour line, and point sets drawn on top.
+
+    Args:
+        points: name -> ``(M, 2)`` arrays, drawn as scatter (ID first, in blue, then OOD colours).
+        threshold: draw the decision boundary ``score = threshold`` (dashed white line).
+    """
+    ax = ax or plt.subplots(figsize=(4.5, 4))[1]
+    im = ax.imshow(values, origin="lower", extent=extent, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax,
+                   interpolation="bilinear")
+    if threshold is not None and np.nanmin(values) < threshold < np.nanmax(values):
+        n = values.shape[0]
+        xs = np.linspace(extent[0], extent[1], values.shape[1])
+        ys = np.linspace(extent[2], extent[3], n)
+        ax.contour(xs, ys, values, levels=[threshold], colors="white", linestyles="--", linewidths=1.5)
+    colors = [ID_COLOR] + OOD_COLORS
+    for (name, pts), color in zip((points or {}).items(), colors):
+        p = _np(pts)
+        ax.scatter(p[:, 0], p[:, 1], s=point_size, color=color, label=name, edgecolors="white", linewidths=0.2)
+    if points:
+        ax.legend(fontsize=7, loc="lower left", markerscale=2, framealpha=0.8)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, label=label, fraction=0.046, pad=0.04)
+    return ax
+
+
+def fig_to_png(fig, dpi: int = 80) -> bytes:
+    """Render a figure to PNG bytes (what the widgets display)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,151 @@
+"""Interactive explorers built on :mod:`gregnb.viz`.
+
+Each explorer is a function that returns a :class:`FigureExplorer` (an ``ipywidgets.VBox``):
+controls on top, the figure as a PNG ``ipywidgets.Image`` below, a line of numbers, and an
+``Output`` that shows errors instead of swallowing them. Tests drive an explorer by setting
+``explorer.controls[name].value`` and reading ``explorer.image.value`` / ``explorer.metrics``.
+
+Heavy work (model outputs on a grid, on the test sets) is done once when the explorer is
+built; a control change only recomputes cheap functions of those cached outputs.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Callable, Mapping
+
+import ipywidgets as W
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from .evaluate import predict_logits
+from .metrics import auroc, fpr_at_tpr, threshold_at_tpr
+from .scores import energy, msp
+from .viz import fig_to_png, make_grid, score_histograms, score_landscape
+
+__all__ = ["FigureExplorer", "temperature_explorer"]
+
+
+class FigureExplorer(W.VBox):
+    """Controls + a figure redrawn by ``draw(fig, **values) -> dict of numbers``.
+
+    Attributes:
+        controls: name -> widget; each change redraws.
+        image: the rendered figure (PNG bytes in ``image.value``).
+        metrics: the dict the last ``draw`` returned.
+        error: the last redraw's error message (also shown in ``output``), or None.
+        timings_ms: redraw times (compute + render), for the benchmark.
+    """
+
+    def __init__(self, controls: Mapping[str, W.ValueWidget], draw: Callable[..., dict], figsize=(9, 3.6), dpi: int = 72):
+        self.controls = dict(controls)
+        self._draw = draw
+        self._dpi = dpi
+        was_interactive = matplotlib.is_interactive()
+        plt.ioff()
+        self.fig = plt.figure(figsize=figsize)
+        if was_interactive:
+            plt.ion()
+        self.image = W.Image(format="png")
+        self.stats = W.HTML()
+        self.output = W.Output()
+        self.metrics: dict = {}
+        self.error: str | None = None
+        self.timings_ms: list[float] = []
+        for c in self.controls.values():
+            c.observe(self._on_change, names="value")
+        super().__init__([W.HBox(list(self.controls.values())), self.image, self.stats, self.output])
+        self.redraw()
+
+    def values(self) -> dict:
+        return {k: c.value for k, c in self.controls.items()}
+
+    def _on_change(self, _change=None) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.metrics = self._draw(self.fig, **self.values()) or {}
+            self.image.value = fig_to_png(self.fig, dpi=self._dpi)
+            self.stats.value = " &nbsp; ".join(f"<b>{k}</b>: {v:.3g}" if isinstance(v, float) else f"<b>{k}</b>: {v}"
+                                               for k, v in self.metrics.items())
+            if self.output.outputs:
+                self.output.clear_output()
+            self.error = None
+        except Exception as err:  # shown to the student, not swallowed
+            self.error = f"Could not redraw: {type(err).__name__}: {err}"
+            self.output.outputs = ()
+            # append_stdout works with or without a running kernel (tests read .outputs)
+            self.output.append_stdout(self.error + "\n" + traceback.format_exc())
+        self.timings_ms.append(1000 * (time.perf_counter() - t0))
+
+
+def temperature_explorer(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor, *,
+                         extent: tuple[float, float, float, float] | None = (-6, 6, -6, 6),
+                         resolution: int = 120, ood_name: str = "OOD", tpr: float = 0.95) -> FigureExplorer:
+    """How the temperature T changes the energy score (and MSP) of a trained classifier.
+
+    Controls: ``T`` (log slider, 0.01 to 1000) and ``score`` ("energy" or "msp").
+    Left: the score landscape over a 2-D grid with the 95%-TPR decision boundary (only for 2-D
+    inputs and when ``extent`` is given). Right: ID vs OOD histograms of the score.
+    ``metrics`` holds the FPR95 and AUROC at the current setting (ID positive, HIGH = ID).
+    """
+    id_logits = predict_logits(model, id_x)
+    ood_logits = predict_logits(model, ood_x)
+    grid_logits = None
+    if extent is not None and id_x.ndim == 2 and id_x.shape[1] == 2:
+        grid_logits = predict_logits(model, make_grid(extent, resolution))
+
+    def high_is_id(logits: torch.Tensor, kind: str, T: float) -> np.ndarray:
+        s = -energy(logits, T) if kind == "energy" else msp(logits, T)
+        return s.double().numpy()
+
+    state: dict = {}
+
+    def setup(fig) -> None:
+        if grid_logits is not None:
+            ax_l, ax_h = fig.subplots(1, 2)
+            score_landscape(np.zeros((resolution, resolution)), extent, ax_l, colorbar=False, point_size=4,
+                            points={"ID": id_x[:300], ood_name: ood_x[:300]})
+            state["image"] = ax_l.images[0]
+            state["ax_l"] = ax_l
+        else:
+            ax_h = fig.subplots(1, 1)
+        state["ax_h"] = ax_h
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
+
+    def draw(fig, T: float, score: str) -> dict:
+        # artists are reused between redraws: rebuilding axes and ticks costs more than the maths
+        if not state:
+            setup(fig)
+        s_id, s_ood = high_is_id(id_logits, score, T), high_is_id(ood_logits, score, T)
+        label = "−energy (high = ID)" if score == "energy" else "MSP (high = ID)"
+        t = threshold_at_tpr(s_id, tpr)
+        if grid_logits is not None:
+            values = high_is_id(grid_logits, score, T).reshape(resolution, resolution)
+            state["image"].set_data(values)
+            state["image"].set_clim(values.min(), values.max())
+            if state.get("contour") is not None:
+                state["contour"].remove()
+                state["contour"] = None
+            if values.min() < t < values.max():
+                xs = np.linspace(extent[0], extent[1], resolution)
+                ys = np.linspace(extent[2], extent[3], resolution)
+                state["contour"] = state["ax_l"].contour(xs, ys, values, levels=[t], colors="white",
+                                                         linestyles="--", linewidths=1.5)
+            state["ax_l"].set_title(f"{label}, T = {T:.3g}", fontsize=9)
+        ax_h = state["ax_h"]
+        ax_h.cla()
+        score_histograms(s_id, {ood_name: s_ood}, ax_h, tpr=tpr, xlabel=label, bins=40)
+        return {"T": float(T), "FPR95": fpr_at_tpr(s_id, s_ood, tpr), "AUROC": auroc(s_id, s_ood)}
+
+    controls = {
+        "T": W.FloatLogSlider(value=1.0, base=10, min=-2, max=3, step=0.1, description="T",
+                              continuous_update=False, readout_format=".3g"),
+        "score": W.ToggleButtons(options=["energy", "msp"], value="energy", description="score"),
+    }
+    return FigureExplorer(controls, draw, figsize=(9, 3.6) if grid_logits is not None else (5.5, 3.4))

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+from matplotlib import pyplot as plt
+
+from gregnb.metrics import auroc, fpr_at_tpr, threshold_at_tpr
+from gregnb.models import MLP
+from gregnb.scores import energy, msp
+from gregnb.train import fit
+from gregnb.viz import grid_values, make_grid, roc_plot, score_histograms, score_landscape
+from gregnb.widgets import temperature_explorer
+
+
+def test_make_grid_layout():
+    g = make_grid((-1, 1, 0, 2), n=3)
+    assert g.shape == (9, 2)
+    # row-major from ymin: the first row has y = 0 and x running -1, 0, 1
+    torch.testing.assert_close(g[:3], torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]))
+    v = grid_values(lambda p: p[:, 0] + 10 * p[:, 1], (-1, 1, 0, 2), n=3)
+    assert v.shape == (3, 3) and v[2, 0] == pytest.approx(19.0)  # top-left: x=-1, y=2
+
+
+def test_histogram_threshold_line_sits_at_95_tpr():
+    rng = np.random.default_rng(0)
+    id_e, ood_e = rng.normal(-5, 1, 200), rng.normal(-2, 1, 200)  # raw energies, LOW = ID
+    ax = score_histograms(id_e, {"ood": ood_e}, low_is_id=True)
+    x_line = ax.lines[0].get_xdata()[0]
+    assert x_line == pytest.approx(np.sort(id_e)[189])  # 190 of 200 energies are <= the line
+    assert f"{100 * fpr_at_tpr(-id_e, -ood_e):.1f}%" in ax.get_legend().get_texts()[1].get_text()
+    plt.close(ax.figure)
+
+
+def test_roc_plot_and_landscape_draw():
+    rng = np.random.default_rng(1)
+    ax = roc_plot(rng.normal(1, 1, 100), {"a": rng.normal(0, 1, 80)})
+    assert "AUROC" in ax.get_legend().get_texts()[0].get_text()
+    plt.close(ax.figure)
+    vals = grid_values(lambda p: -(p ** 2).sum(1), n=50)
+    ax = score_landscape(vals, points={"ID": torch.zeros(3, 2)}, threshold=-4.0)
+    assert len(ax.collections) >= 2  # contour + scatter
+    plt.close(ax.figure)
+
+
+@pytest.fixture(scope="module")
+def toy_model(blobs):
+    m = MLP(n_classes=3)
+    fit(m, blobs, epochs=5, lr=5e-3, progress=False)
+    return m
+
+
+def test_temperature_explorer_updates(blobs, toy_model):
+    ex = temperature_explorer(toy_model, blobs.test_x, blobs.ood["near"], ood_name="near", resolution=40)
+    first = ex.image.value
+    assert first[:4] == b"\x89PNG"
+    with torch.no_grad():
+        z_id, z_ood = toy_model(blobs.test_x), toy_model(blobs.ood["near"])
+    for T in (0.1, 10.0):
+        ex.controls["T"].value = T
+        assert not ex.output.outputs, ex.output.outputs
+        s_id, s_ood = -energy(z_id, T), -energy(z_ood, T)
+        assert ex.metrics["FPR95"] == pytest.approx(fpr_at_tpr(s_id, s_ood), abs=1e-6)
+        assert ex.metrics["AUROC"] == pytest.approx(auroc(s_id, s_ood), abs=1e-6)
+    assert ex.image.value != first
+    ex.controls["score"].value = "msp"
+    assert ex.metrics["FPR95"] == pytest.approx(fpr_at_tpr(msp(z_id, 10.0), msp(z_ood, 10.0)), abs=1e-6)
+    assert len(ex.timings_ms) == 4
+
+
+def test_temperature_explorer_histogram_only_for_images(digits):
+    from gregnb.models import SmallCNN
+
+    ex = temperature_explorer(SmallCNN(width=8), digits.test_x[:50], digits.ood["noise"][:50], extent=None)
+    assert len(ex.fig.axes) == 1
+    before = ex.image.value
+    ex.controls["T"].value = 100.0
+    assert ex.image.value != before
+
+
+def test_explorer_shows_errors_instead_of_raising(blobs, toy_model):
+    ex = temperature_explorer(toy_model, blobs.test_x, blobs.ood["far"], resolution=20)
+    ex._draw = lambda fig, **kw: 1 / 0
+    ex.controls["T"].value = 2.0  # must not raise
+    text = "".join(o.get("text", "") for o in ex.output.outputs)
+    assert "ZeroDivisionError" in text and "ZeroDivisionError" in ex.error
+    ex._draw = lambda fig, **kw: {"ok": 1.0}
+    ex.controls["T"].value = 3.0  # a good redraw clears the error
+    assert ex.error is None and not ex.output.outputs
