@@ -74,7 +74,7 @@ class FigureExplorer(W.VBox):
             self.stats.value = " &nbsp; ".join(f"<b>{k}</b>: {v:.3g}" if isinstance(v, float) else f"<b>{k}</b>: {v}"
                                                for k, v in self.metrics.items())
             if self.output.outputs:
-                self.output.clear_output()
+                self.output.outputs = ()
             self.error = None
         except Exception as err:  # shown to the student, not swallowed
             self.error = f"Could not redraw: {type(err).__name__}: {err}"
