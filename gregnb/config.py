@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "fast", "FAST", "data_dir", "pick"]
+__all__ = ["device", "seed_everything", "fast", "FAST", "data_dir", "pick", "environment_report"]
 
 
 def fast() -> bool:
@@ -71,3 +71,33 @@ def data_dir() -> Path:
         path = repo_data if (repo_data / "README.md").exists() else Path.home() / ".cache" / "gregnb"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def environment_report() -> dict[str, str]:
+    """Versions, device and mode, for the environment check at the top of the collection."""
+    import platform
+    import sys
+
+    import matplotlib
+    import sklearn
+
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except Exception as err:  # a broken torchvision should not hide the rest of the report
+        tv = f"not importable ({type(err).__name__})"
+    dev = device()
+    report = {
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.machine()}",
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "FAST mode": str(fast()),
+        "data folder": str(data_dir()),
+    }
+    return report

@@ -16,7 +16,7 @@ import torch
 
 from .metrics import fpr_at_tpr, threshold_at_tpr
 
-__all__ = ["score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "fig_to_png",
+__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "fig_to_png",
            "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
 
 ID_COLOR = "#1f77b4"
@@ -34,6 +34,54 @@ def _as_dict(ood) -> dict[str, np.ndarray]:
     if isinstance(ood, Mapping):
         return {k: _np(v) for k, v in ood.items()}
     return {"OOD": _np(ood)}
+
+
+def tile_images(images, ncols: int = 16, nrows: int | None = None, pad: int = 1, fill: float = 1.0) -> np.ndarray:
+    """Tile ``(N, 1, H, W)`` or ``(N, H, W)`` images into one ``(rows*(H+pad), cols*(W+pad))`` mosaic;
+    empty cells and the padding take ``fill`` (white by default)."""
+    x = _np(images)
+    if x.ndim == 4:
+        x = x[:, 0]
+    if x.ndim != 3:
+        raise ValueError(f"images must have shape (N, H, W) or (N, 1, H, W), got {x.shape}")
+    n, h, w = x.shape
+    nrows = nrows or max(1, int(np.ceil(n / ncols)))
+    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad), fill, dtype=np.float64)
+    for i in range(min(n, nrows * ncols)):
+        r, c = divmod(i, ncols)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = x[i]
+    return out
+
+
+def show_images(images, ncols: int = 16, nrows: int | None = None, ax=None, title: str | None = None,
+                cmap: str = "gray"):
+    """Show the first ``ncols*nrows`` images in [0, 1] as one mosaic (one imshow: fast to redraw)."""
+    mosaic = tile_images(images, ncols, nrows)
+    ax = ax or plt.subplots(figsize=(ncols * 0.45, mosaic.shape[0] / mosaic.shape[1] * ncols * 0.45 + 0.3))[1]
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    return ax
+
+
+def plot_toy(data, ax=None, *, parts=("train", "aux", "ood"), s: float = 5):
+    """Scatter a 2-D :class:`~gregnb.data.Benchmark`: ID classes, the auxiliary pool, the OOD sets."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    if "aux" in parts:
+        a = _np(data.aux_x)
+        ax.scatter(a[:, 0], a[:, 1], s=s / 2, color=AUX_COLOR, alpha=0.35, label="aux pool (training outliers)")
+    if "train" in parts:
+        x, y = _np(data.train_x), _np(data.train_y)
+        for k in range(data.n_classes):
+            ax.scatter(x[y == k, 0], x[y == k, 1], s=s, label=f"ID class {k}")
+    if "ood" in parts:
+        for (name, pts), color in zip(data.ood.items(), OOD_COLORS):
+            p = _np(pts)
+            ax.scatter(p[:, 0], p[:, 1], s=s, marker="x", color=color, label=f"OOD test: {name}")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper left", markerscale=2, framealpha=0.8)
+    return ax
 
 
 def score_histograms(id_scores, ood_scores, ax=None, *, low_is_id: bool = False, tpr: float = 0.95,
@@ -64,9 +112,8 @@ def score_histograms(id_scores, ood_scores, ax=None, *, low_is_id: bool = False,
         ax.hist(np.clip(s, lo, hi), bins=edges, density=True, alpha=0.45, color=color, label=label, histtype="stepfilled")
     ax.axvline(t, color="k", ls="--", lw=1.2)
     side = "≤" if low_is_id else "≥"
-    right_half = t > (lo + hi) / 2
-    ax.text(t, ax.get_ylim()[1] * 0.97, f" accept as ID if {side} {t:.3g} ", va="top",
-            ha="right" if right_half else "left", fontsize=8)
+    ax.text(t, 0.02, f" accept as ID if {side} {t:.3g}", rotation=90, va="bottom", ha="right",
+            fontsize=7, transform=ax.get_xaxis_transform())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper center" if low_is_id else "upper left", framealpha=0.8)

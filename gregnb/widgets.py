@@ -24,9 +24,10 @@ from torch import nn
 from .evaluate import predict_logits
 from .metrics import auroc, fpr_at_tpr, threshold_at_tpr
 from .scores import energy, msp
-from .viz import fig_to_png, make_grid, score_histograms, score_landscape
+from .data.base import Benchmark
+from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images
 
-__all__ = ["FigureExplorer", "temperature_explorer"]
+__all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser"]
 
 
 class FigureExplorer(W.VBox):
@@ -149,3 +150,29 @@ def temperature_explorer(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tens
         "score": W.ToggleButtons(options=["energy", "msp"], value="energy", description="score"),
     }
     return FigureExplorer(controls, draw, figsize=(9, 3.6) if grid_logits is not None else (5.5, 3.4))
+
+
+def dataset_browser(data: Benchmark, ncols: int = 16, nrows: int = 3) -> FigureExplorer:
+    """Page through the parts of an image benchmark: ID train, the auxiliary pool, each OOD set.
+
+    Controls: ``part`` (dropdown) and ``page`` (slider). ``metrics`` gives the part's size and mean
+    pixel value, so one can see at a glance how different the sets are.
+    """
+    parts = {"ID train": data.train_x, "aux pool": data.aux_x, **{f"OOD: {k}": v for k, v in data.ood.items()}}
+    per_page = ncols * nrows
+
+    def draw(fig, part: str, page: int) -> dict:
+        x = parts[part]
+        if not fig.axes:
+            fig.add_axes((0.01, 0.01, 0.98, 0.98))
+        ax = fig.axes[0]
+        ax.cla()
+        start = min(page * per_page, max(0, len(x) - per_page))
+        show_images(x[start:start + per_page], ncols=ncols, nrows=nrows, ax=ax)
+        return {"part": part, "size": len(x), "mean pixel": float(x.mean())}
+
+    controls = {
+        "part": W.Dropdown(options=list(parts), value="ID train", description="part"),
+        "page": W.IntSlider(value=0, min=0, max=19, description="page", continuous_update=False),
+    }
+    return FigureExplorer(controls, draw, figsize=(ncols * 0.45, nrows * 0.45), dpi=72)

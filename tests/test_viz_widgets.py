@@ -7,8 +7,8 @@ from gregnb.metrics import auroc, fpr_at_tpr, threshold_at_tpr
 from gregnb.models import MLP
 from gregnb.scores import energy, msp
 from gregnb.train import fit
-from gregnb.viz import grid_values, make_grid, roc_plot, score_histograms, score_landscape
-from gregnb.widgets import temperature_explorer
+from gregnb.viz import grid_values, make_grid, roc_plot, score_histograms, score_landscape, tile_images
+from gregnb.widgets import dataset_browser, temperature_explorer
 
 
 def test_make_grid_layout():
@@ -85,3 +85,26 @@ def test_explorer_shows_errors_instead_of_raising(blobs, toy_model):
     ex._draw = lambda fig, **kw: {"ok": 1.0}
     ex.controls["T"].value = 3.0  # a good redraw clears the error
     assert ex.error is None and not ex.output.outputs
+
+
+def test_tile_images_places_each_image():
+    x = torch.arange(5 * 4, dtype=torch.float32).reshape(5, 1, 2, 2) / 20
+    m = tile_images(x, ncols=3, pad=1)
+    assert m.shape == (2 * 3 - 1, 3 * 3 - 1)
+    np.testing.assert_allclose(m[0:2, 3:5], x[1, 0].numpy())  # image 1: row 0, column 1
+    np.testing.assert_allclose(m[3:5, 3:5], x[4, 0].numpy())  # image 4: row 1, column 1
+    assert m[3, 6] == 1.0  # the empty sixth cell is white
+    with pytest.raises(ValueError, match="shape"):
+        tile_images(torch.zeros(3, 3))
+
+
+def test_dataset_browser_pages_and_parts(digits):
+    ex = dataset_browser(digits, ncols=4, nrows=2)
+    assert ex.metrics["size"] == len(digits.train_x)
+    first = ex.image.value
+    ex.controls["page"].value = 2
+    assert ex.image.value != first
+    ex.controls["part"].value = "OOD: noise"
+    assert ex.metrics["size"] == len(digits.ood["noise"])
+    assert ex.metrics["mean pixel"] == pytest.approx(digits.ood["noise"].mean().item())
+    assert ex.error is None
