@@ -10,11 +10,16 @@ from torch import nn
 
 from .config import seed_everything
 from .data.base import Benchmark
+import copy
+
+from .cache import cached_training
 from .evaluate import evaluate
+from .losses import propose_margins
 from .models import MLP, SmallCNN
 from .train import History, fit
 
-__all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores"]
+__all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
+           "FINETUNE_RECIPES"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -32,14 +37,22 @@ def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
 CE_RECIPES = {"toy": dict(epochs=30, lr=5e-3, batch_size=64), "digits": dict(epochs=15, lr=3e-3, batch_size=64)}
 
 
-def train_classifier(data: Benchmark, seed: int = 0, method: str = "ce", **overrides) -> tuple[nn.Module, History]:
-    """Train :func:`default_model` on ``data`` with a sensible recipe; ``overrides`` change it."""
+def train_classifier(data: Benchmark, seed: int = 0, method: str = "ce", *, cache: bool = True,
+                     **overrides) -> tuple[nn.Module, History]:
+    """Train :func:`default_model` on ``data`` with a sensible recipe; ``overrides`` change it.
+    With ``cache``, an identical earlier run is loaded from ``data/models`` instead (see :mod:`gregnb.cache`)."""
     recipe = dict(CE_RECIPES["toy" if data.input_shape == (2,) else "digits"])
     recipe.update(progress=False, seed=seed)
     recipe.update(overrides)
     model = default_model(data, seed)
-    history = fit(model, data, method, **recipe)
-    return model, history
+    return model, _train(model, data, method, recipe, cache)
+
+
+def _train(model: nn.Module, data: Benchmark, method: str, recipe: dict, cache: bool) -> History:
+    if not cache:
+        return fit(model, data, method, **recipe)
+    settings = {"method": method, **{k: v for k, v in recipe.items() if k != "progress"}}
+    return cached_training(model, data, settings, lambda m: fit(m, data, method, **recipe))
 
 
 def over_seeds(run: Callable[[int], Iterable[dict]], seeds: Iterable[int]):
@@ -80,3 +93,51 @@ def compare_scores(data: Benchmark, seeds: Iterable[int], scores=("msp", "max_lo
 
     with torch.random.fork_rng():
         return over_seeds(run, seeds)
+
+
+#: Fine-tuning settings for the outlier methods (from a "ce" model), per benchmark.
+FINETUNE_RECIPES = {"toy": dict(epochs=15, lr=2e-3, batch_size=64, aux_batch_size=128),
+                    "digits": dict(epochs=10, lr=1e-3, batch_size=64, aux_batch_size=128)}
+
+
+def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[int], *, ce_epochs: int | None = None,
+                    finetune_epochs: int | None = None, score: str = "energy", keep_models: bool = False,
+                    cache: bool = True):
+    """For each seed: train a "ce" model, propose margins from it, then fine-tune a copy with every
+    entry of ``methods`` (label -> ``fit`` keyword arguments, e.g. ``{"GReg": dict(method="greg")}``;
+    an entry with ``method="ce"`` and ``epochs=0`` keeps the "ce" model as it is; an entry's
+    ``score`` overrides the score it is evaluated with, e.g. ``dict(method="ce", epochs=0, score="msp")``).
+
+    Returns ``(df, extras)``: a long DataFrame with seed, method, ood (set or "mean"), the four metrics,
+    accuracy, and the last epoch's grad norms; and a dict with the margins per seed, each run's
+    history and (if ``keep_models``) each model, keyed by ``(label, seed)``.
+    """
+    import pandas as pd
+
+    kind = "toy" if data.input_shape == (2,) else "digits"
+    rows, extras = [], {"margins": {}, "history": {}, "models": {}}
+    for seed in seeds:
+        with torch.random.fork_rng():
+            base, _ = train_classifier(data, seed, cache=cache, **({} if ce_epochs is None else {"epochs": ce_epochs}))
+            m_in, m_out = propose_margins(base, data.train_x, data.aux_x)
+            extras["margins"][seed] = (m_in, m_out)
+            for label, kwargs in methods.items():
+                kwargs = dict(kwargs)
+                method = kwargs.pop("method")
+                entry_score = kwargs.pop("score", score)
+                model = copy.deepcopy(base)
+                if kwargs.get("epochs", 1) != 0:
+                    recipe = dict(FINETUNE_RECIPES[kind], progress=False, seed=seed, m_in=m_in, m_out=m_out)
+                    if finetune_epochs is not None:
+                        recipe["epochs"] = finetune_epochs
+                    recipe.update(kwargs)
+                    if method in ("ce", "oe"):
+                        recipe.pop("m_in"), recipe.pop("m_out")
+                    hist = _train(model, data, method, recipe, cache)
+                    extras["history"][(label, seed)] = hist
+                if keep_models:
+                    extras["models"][(label, seed)] = model
+                res = evaluate(model, data, score=entry_score)
+                for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
+                    rows.append({"seed": seed, "method": label, "ood": name, **m, "accuracy": res["accuracy"]})
+    return pd.DataFrame(rows), extras

@@ -58,12 +58,12 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """Convolutional classifier for 1x8x8 digits (a few thousand images train in seconds on a CPU).
 
-    conv(32) -> BN -> ReLU -> conv(64) -> BN -> ReLU -> maxpool(2) -> conv(64) -> BN -> ReLU
-    -> global average pool -> features (64) -> fc(K).
+    conv(w) -> BN -> ReLU -> conv(2w) -> BN -> ReLU -> maxpool(2) -> conv(2w) -> BN -> ReLU
+    -> global average pool -> features (2w) -> fc(K), with width w = 16 by default.
     BatchNorm couples the samples of a batch in train mode, which matters for GReg's penalty.
     """
 
-    def __init__(self, n_classes: int = 10, in_channels: int = 1, width: int = 32, batchnorm: bool = True):
+    def __init__(self, n_classes: int = 10, in_channels: int = 1, width: int = 16, batchnorm: bool = True):
         super().__init__()
 
         def block(cin: int, cout: int) -> list[nn.Module]:

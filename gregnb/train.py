@@ -5,8 +5,16 @@ batch and (if the method uses outliers) an auxiliary batch drawn from the pool, 
 the loss to minimise plus a dict of numbers to log. :func:`fit` does the rest: seeding,
 batching, the optimiser and schedule, device placement, progress bars and a per-epoch history.
 
-Only ``"ce"`` (plain cross-entropy) is registered here; later chapters add outlier methods by
-registering more step functions with :func:`register_method`, without touching the loop.
+Registered methods:
+
+* ``"ce"``: cross-entropy only (no outliers).
+* ``"oe"``: Outlier Exposure, ``CE + lambda_oe * oe_loss`` (Hendrycks et al.; lambda_oe = 0.5).
+* ``"energy"``: ``CE + lambda_s * L_S``, the energy margin loss (Liu et al.; lambda_s = 0.1).
+* ``"greg"``: ``CE + lambda_s * L_S + lambda_grad * L_grad``, GReg (method.md E7).
+* ``"oe+grad"``: Outlier Exposure plus GReg's gradient term (the paper's "OE + gradient" row).
+
+Each can train from scratch or fine-tune: pass a trained model (e.g. from ``"ce"``) to :func:`fit`.
+New methods register a step function with :func:`register_method` without touching the loop.
 """
 from __future__ import annotations
 
@@ -22,6 +30,9 @@ from tqdm.auto import tqdm
 from .config import device as default_device
 from .config import seed_everything
 from .data.base import Benchmark
+from .lipschitz import input_gradient_norm
+from .losses import CONVENTIONS, greg_objective, greg_penalty, oe_loss
+from .scores import energy
 
 __all__ = ["TrainConfig", "History", "fit", "METHODS", "register_method", "StepFn"]
 
@@ -33,7 +44,14 @@ class TrainConfig:
     ``lr`` is the peak learning rate; ``schedule="cosine"`` anneals it to 0 per step.
     ``aux_batch_size`` is the number of pool samples drawn per step by methods that use
     outliers (default: twice ``batch_size``, as in the energy paper's CIFAR recipe).
-    ``extra`` holds method-specific settings (margins, loss weights, ...).
+    Outlier methods: ``m_in``/``m_out`` are the energy margins (required by "energy", "greg",
+    "oe+grad"; see :func:`gregnb.losses.propose_margins`), ``lambda_s``, ``lambda_grad``,
+    ``lambda_oe`` the loss weights, ``convention`` "paper" or "reference" (method.md §4.1),
+    ``penalize`` "correct" (the method) or "all" (ablation), ``grad_every`` = k applies the gradient
+    term only every k-th step with weight k * lambda_grad (lazy regularisation, as StyleGAN2's R1).
+    ``log_grad_norms``: after each epoch, record the mean ||grad_x E|| on a fixed set of 256 ID
+    training and 256 pool samples (eval mode) as ``grad_norm_id`` / ``grad_norm_aux``.
+    ``extra`` holds settings for methods registered elsewhere.
     """
 
     method: str = "ce"
@@ -47,6 +65,16 @@ class TrainConfig:
     schedule: str = "cosine"
     seed: int = 0
     progress: bool = True
+    m_in: float | None = None
+    m_out: float | None = None
+    lambda_s: float = 0.1
+    lambda_grad: float = 1.0
+    lambda_oe: float = 0.5
+    convention: str = "paper"
+    penalize: str = "correct"
+    grad_every: int = 1
+    temperature: float = 1.0
+    log_grad_norms: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -62,37 +90,100 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
+        if self.penalize not in ("correct", "all"):
+            raise ValueError(f"penalize must be 'correct' or 'all', got {self.penalize!r}")
+        if not isinstance(self.grad_every, int) or self.grad_every < 1:
+            raise ValueError(f"grad_every must be a positive integer, got {self.grad_every!r}")
+        if METHODS[self.method].needs_margins:
+            if self.m_in is None or self.m_out is None:
+                raise ValueError(f"method {self.method!r} needs the energy margins m_in and m_out; "
+                                 f"gregnb.losses.propose_margins(model, data.train_x, data.aux_x) suggests a pair")
+            if not self.m_in < self.m_out:
+                raise ValueError(f"m_in must be below m_out (low energy = ID), got {self.m_in}, {self.m_out}")
 
 
 class StepFn(Protocol):
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_aux: torch.Tensor | None,
-                 cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]: ...
+                 cfg: TrainConfig, step: int) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass
 class _Method:
     step: StepFn
     uses_aux: bool
+    needs_margins: bool = False
 
 
 #: name -> registered training method
 METHODS: dict[str, _Method] = {}
 
 
-def register_method(name: str, step: StepFn, *, uses_aux: bool) -> None:
-    """Register a training method. ``step`` returns ``(loss, logs)``; ``logs`` values are floats
-    that :func:`fit` averages over each epoch into the history (key ``name`` -> list per epoch)."""
-    METHODS[name] = _Method(step, uses_aux)
+def register_method(name: str, step: StepFn, *, uses_aux: bool, needs_margins: bool = False) -> None:
+    """Register a training method. ``step(model, x, y, x_aux, cfg, step_index)`` returns
+    ``(loss, logs)``; ``logs`` values are floats that :func:`fit` averages over each epoch into the
+    history (key -> list per epoch)."""
+    METHODS[name] = _Method(step, uses_aux, needs_margins)
 
 
-def _ce_step(model, x, y, x_aux, cfg):
+def _ce_step(model, x, y, x_aux, cfg, step):
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     acc = (logits.argmax(1) == y).float().mean()
     return loss, {"loss_ce": loss.item(), "train_acc": acc.item()}
 
 
+def _oe_step(model, x, y, x_aux, cfg, step):
+    logits = model(torch.cat([x, x_aux]))
+    n = len(x)
+    ce = F.cross_entropy(logits[:n], y)
+    oe = oe_loss(logits[n:])
+    acc = (logits[:n].argmax(1) == y).float().mean()
+    return ce + cfg.lambda_oe * oe, {"loss_ce": ce.item(), "loss_oe": oe.item(), "train_acc": acc.item()}
+
+
+def _grad_weight(cfg: TrainConfig, step: int) -> float:
+    """Lazy regularisation: the gradient term on every k-th step only, with weight k * lambda."""
+    return cfg.lambda_grad * cfg.grad_every if step % cfg.grad_every == 0 else 0.0
+
+
+def _energy_step(model, x, y, x_aux, cfg, step):
+    return greg_objective(model, x, y, x_aux, m_in=cfg.m_in, m_out=cfg.m_out, lambda_s=cfg.lambda_s,
+                          lambda_grad=0.0, temperature=cfg.temperature)
+
+
+def _greg_step(model, x, y, x_aux, cfg, step):
+    return greg_objective(model, x, y, x_aux, m_in=cfg.m_in, m_out=cfg.m_out, lambda_s=cfg.lambda_s,
+                          lambda_grad=_grad_weight(cfg, step), convention=cfg.convention,
+                          penalize=cfg.penalize, temperature=cfg.temperature)
+
+
+def _oe_grad_step(model, x, y, x_aux, cfg, step):
+    """OE + GReg's gradient term: the energies only choose which rows are flattened."""
+    n = len(x)
+    weight = _grad_weight(cfg, step)
+    inputs = torch.cat([x, x_aux])
+    if weight:
+        inputs = inputs.detach().requires_grad_(True)
+    logits = model(inputs)
+    ce = F.cross_entropy(logits[:n], y)
+    oe = oe_loss(logits[n:])
+    loss = ce + cfg.lambda_oe * oe
+    g = torch.zeros(())
+    if weight:
+        e = energy(logits, cfg.temperature)
+        g = greg_penalty(inputs, e, n, cfg.m_in, cfg.m_out, convention=cfg.convention, penalize=cfg.penalize)
+        loss = loss + weight * g
+    acc = (logits[:n].argmax(1) == y).float().mean()
+    return loss, {"loss_ce": ce.item(), "loss_oe": oe.item(), "loss_grad": g.item(), "train_acc": acc.item()}
+
+
 register_method("ce", _ce_step, uses_aux=False)
+register_method("oe", _oe_step, uses_aux=True)
+register_method("energy", _energy_step, uses_aux=True, needs_margins=True)
+register_method("greg", _greg_step, uses_aux=True, needs_margins=True)
+register_method("oe+grad", _oe_grad_step, uses_aux=True, needs_margins=True)
 
 
 class History(dict):
@@ -147,10 +238,9 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
     if len(x_all) != len(y_all) or len(x_all) == 0:
         raise ValueError(f"train_x and train_y must be non-empty and of equal length, got {len(x_all)} and {len(y_all)}")
     aux_bs = cfg.aux_batch_size or 2 * cfg.batch_size
-    if spec.uses_aux and (data.aux_x is None or len(data.aux_x) < aux_bs):
-        n = 0 if data.aux_x is None else len(data.aux_x)
-        raise ValueError(f"method {cfg.method!r} draws {aux_bs} auxiliary samples per step but the pool has {n}; "
-                         f"pass a smaller aux_batch_size or a larger pool")
+    if spec.uses_aux and (data.aux_x is None or len(data.aux_x) == 0):
+        raise ValueError(f"method {cfg.method!r} trains with auxiliary outliers but data.aux_x is empty; "
+                         f"use a benchmark with a pool or method='ce'")
     steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     opt = _make_optimizer(model, cfg)
@@ -160,6 +250,11 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     history = History()
     step = 0
+    probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    probe_id = x_all[torch.randperm(len(x_all), generator=probe_gen)[:256]]
+    probe_aux = None
+    if data.aux_x is not None and len(data.aux_x):
+        probe_aux = data.aux_x[torch.randperm(len(data.aux_x), generator=probe_gen)[:256]]
     bar = tqdm(range(cfg.epochs), desc=f"{cfg.method}", disable=not cfg.progress, leave=False)
     for _ in bar:
         model.train()
@@ -172,9 +267,9 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
             x, y = x_all[idx].to(dev, non_blocking=True), y_all[idx].to(dev, non_blocking=True)
             x_aux = None
             if spec.uses_aux:
-                aux_idx = torch.randint(len(data.aux_x), (aux_bs,), generator=gen)
+                aux_idx = torch.randint(len(data.aux_x), (aux_bs,), generator=gen)  # with replacement
                 x_aux = data.aux_x[aux_idx].to(dev, non_blocking=True)
-            loss, logs = spec.step(model, x, y, x_aux, cfg)
+            loss, logs = spec.step(model, x, y, x_aux, cfg, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step} of method {cfg.method!r}; "
                                          f"lower the learning rate (now {sched.get_last_lr()[0]:.3g}) or check the inputs")
@@ -194,6 +289,10 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
             history.setdefault(k, []).append(v / n)
         history.setdefault("lr", []).append(sched.get_last_lr()[0])
         history.setdefault("test_acc", []).append(accuracy(model, data.test_x, data.test_y))
+        if cfg.log_grad_norms:  # the paper's Fig. 3: input-gradient norms over training
+            history.setdefault("grad_norm_id", []).append(input_gradient_norm(model, probe_id).mean().item())
+            if probe_aux is not None:
+                history.setdefault("grad_norm_aux", []).append(input_gradient_norm(model, probe_aux).mean().item())
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_acc'][-1]:.3f}")
     model.eval()
     history.config = asdict(cfg)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import torch
 
 from .metrics import fpr_at_tpr, threshold_at_tpr
 
-__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "fig_to_png",
+__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "fig_to_png",
            "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
 
 ID_COLOR = "#1f77b4"
@@ -187,6 +187,53 @@ def score_landscape(values: np.ndarray, extent=(-6, 6, -6, 6), ax=None, *, point
     if colorbar:
         ax.figure.colorbar(im, ax=ax, label=label, fraction=0.046, pad=0.04)
     return ax
+
+
+def landscape_grid(models: Mapping, data, *, rows=("energy",), extent=(-6, 6, -6, 6), n: int = 120,
+                   ood: str | None = "near", tpr: float = 0.95, show_aux: bool = False, fig=None):
+    """Score landscapes of several 2-D models side by side (one column per model).
+
+    Args:
+        models: label -> model (2-D inputs).
+        data: the toy :class:`~gregnb.data.Benchmark` (its ``test_x`` sets the thresholds).
+        rows: any of ``"energy"`` (drawn as −E, HIGH = ID, with the 95%-TPR boundary), ``"msp"``,
+            and ``"grad"`` (``||grad_x E||``, the local slope GReg penalises; log colour scale).
+        ood: an OOD set drawn on top (or None); ``show_aux`` also draws the auxiliary pool.
+    """
+    from matplotlib.colors import LogNorm
+
+    from .evaluate import predict_logits
+    from .lipschitz import input_gradient_norm
+    from .scores import energy, msp
+
+    fig = fig or plt.figure(figsize=(3.6 * len(models), 3.3 * len(rows)))
+    axes = fig.subplots(len(rows), len(models), squeeze=False)
+    points = {"ID": data.test_x[:300]}
+    if ood:
+        points[ood] = data.ood[ood][:300]
+    if show_aux:
+        points["aux"] = data.aux_x[:300]
+    grid = make_grid(extent, n)
+    for c, (label, model) in enumerate(models.items()):
+        for r, row in enumerate(rows):
+            ax = axes[r, c]
+            if row == "grad":
+                vals = input_gradient_norm(model, grid).numpy().reshape(n, n)
+                im = ax.imshow(np.maximum(vals, 1e-3), origin="lower", extent=extent, cmap="magma", aspect="auto",
+                               norm=LogNorm(vmin=1e-2, vmax=max(vals.max(), 1e-1)))
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="‖∇ₓE‖")
+                for (name, pts), color in zip(points.items(), [ID_COLOR] + OOD_COLORS):
+                    p = _np(pts)
+                    ax.scatter(p[:, 0], p[:, 1], s=3, color=color, label=name)
+            else:
+                fn = (lambda z: -energy(z)) if row == "energy" else msp
+                vals = fn(predict_logits(model, grid)).numpy().reshape(n, n)
+                t = threshold_at_tpr(fn(predict_logits(model, data.test_x)), tpr)
+                score_landscape(vals, extent, ax, points=points, threshold=t, point_size=3,
+                                label="−energy" if row == "energy" else "MSP")
+            ax.set_title(f"{label}: {dict(energy='−energy', msp='MSP', grad='‖∇ₓE‖')[row]}", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def fig_to_png(fig, dpi: int = 80) -> bytes:

@@ -21,13 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import predict_logits
+import copy
+
+from .evaluate import evaluate, predict_logits
+from .losses import energy_margin_loss
 from .metrics import auroc, fpr_at_tpr, threshold_at_tpr
 from .scores import energy, msp
 from .data.base import Benchmark
 from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images
 
-__all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser"]
+__all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer"]
 
 
 class FigureExplorer(W.VBox):
@@ -41,8 +44,14 @@ class FigureExplorer(W.VBox):
         timings_ms: redraw times (compute + render), for the benchmark.
     """
 
-    def __init__(self, controls: Mapping[str, W.ValueWidget], draw: Callable[..., dict], figsize=(9, 3.6), dpi: int = 72):
+    def __init__(self, controls: Mapping[str, W.ValueWidget], draw: Callable[..., dict], figsize=(9, 3.6), dpi: int = 72,
+                 buttons: Mapping[str, Callable[[], None]] | None = None):
         self.controls = dict(controls)
+        self.buttons: dict[str, W.Button] = {}
+        for label, action in (buttons or {}).items():
+            button = W.Button(description=label, button_style="primary", layout=W.Layout(width="auto"))
+            button.on_click(lambda _b, act=action: self.run_action(act))
+            self.buttons[label] = button
         self._draw = draw
         self._dpi = dpi
         was_interactive = matplotlib.is_interactive()
@@ -58,7 +67,24 @@ class FigureExplorer(W.VBox):
         self.timings_ms: list[float] = []
         for c in self.controls.values():
             c.observe(self._on_change, names="value")
-        super().__init__([W.HBox(list(self.controls.values())), self.image, self.stats, self.output])
+        super().__init__([W.HBox([*self.controls.values(), *self.buttons.values()]), self.image, self.stats,
+                          self.output])
+        self.redraw()
+
+    def run_action(self, action: Callable[[], None]) -> None:
+        """Run a button's action (e.g. retrain), then redraw; errors go to ``output`` like redraws'."""
+        for b in self.buttons.values():
+            b.disabled = True
+        try:
+            action()
+        except Exception as err:
+            self.error = f"Action failed: {type(err).__name__}: {err}"
+            self.output.outputs = ()
+            self.output.append_stdout(self.error + "\n" + traceback.format_exc())
+            return
+        finally:
+            for b in self.buttons.values():
+                b.disabled = False
         self.redraw()
 
     def values(self) -> dict:
@@ -176,3 +202,73 @@ def dataset_browser(data: Benchmark, ncols: int = 16, nrows: int = 3) -> FigureE
         "page": W.IntSlider(value=0, min=0, max=19, description="page", continuous_update=False),
     }
     return FigureExplorer(controls, draw, figsize=(ncols * 0.45, nrows * 0.45), dpi=72)
+
+
+def margin_explorer(model: nn.Module, data: Benchmark, m_in: float, m_out: float, *, method: str = "energy",
+                    retrain_epochs: int = 10, max_samples: int = 2000, **fit_kwargs) -> FigureExplorer:
+    """The energy margins over live histograms, with a button that retrains.
+
+    Shows the energies (LOW = ID) of ID training samples and of the auxiliary pool under the
+    current model, with ``m_in`` and ``m_out`` as lines. ``metrics``: the share of ID samples past
+    ``m_in`` (the energy loss ignores them; GReg flattens them), the share of pool samples past
+    ``m_out``, the energy loss (E4) at these margins, and the current model's test FPR95 / AUROC.
+
+    The button "retrain" fine-tunes a fresh copy of ``model`` (the one passed in, not the last
+    retrained one) with ``method`` at the chosen margins for ``retrain_epochs`` epochs, then shows it.
+    """
+    from .train import fit
+
+    base = copy.deepcopy(model).eval()
+    gen = torch.Generator().manual_seed(0)
+    id_x = data.train_x[torch.randperm(len(data.train_x), generator=gen)[:max_samples]]
+    aux_x = data.aux_x[torch.randperm(len(data.aux_x), generator=gen)[:max_samples]]
+    state: dict = {}
+
+    def measure(m: nn.Module, label: str) -> None:
+        state["model"], state["label"] = m, label
+        state["e_id"] = energy(predict_logits(m, id_x)).double()
+        state["e_aux"] = energy(predict_logits(m, aux_x)).double()
+        res = evaluate(m, data)
+        state["fpr95"], state["auroc"] = res["mean"]["fpr95"], res["mean"]["auroc"]
+
+    measure(base, "given model")
+    lo = float(min(state["e_id"].min(), state["e_aux"].min(), m_in)) - 1.0
+    hi = float(max(state["e_id"].max(), state["e_aux"].max(), m_out)) + 1.0
+
+    def draw(fig, m_in: float, m_out: float) -> dict:
+        if not fig.axes:
+            fig.add_axes((0.08, 0.17, 0.9, 0.73))
+        ax = fig.axes[0]
+        ax.cla()
+        edges = np.linspace(lo, hi, 60)
+        ax.hist(state["e_id"].clamp(lo, hi).numpy(), bins=edges, density=True, alpha=0.55, label="ID (train)")
+        ax.hist(state["e_aux"].clamp(lo, hi).numpy(), bins=edges, density=True, alpha=0.45, color="0.45",
+                label="aux pool")
+        ax.axvline(m_in, color="C0", lw=2, ls="--", label=f"m_in = {m_in:.2f}")
+        ax.axvline(m_out, color="C3", lw=2, ls="--", label=f"m_out = {m_out:.2f}")
+        ax.set_xlabel("energy (low = ID)")
+        ax.set_ylabel("density")
+        ax.set_title(state["label"], fontsize=9)
+        ax.legend(fontsize=8)
+        valid = m_in < m_out
+        loss = energy_margin_loss(state["e_id"], state["e_aux"], m_in, m_out).item() if valid else float("nan")
+        return {"ID past m_in": float((state["e_id"] <= m_in).double().mean()),
+                "aux past m_out": float((state["e_aux"] >= m_out).double().mean()),
+                "energy loss": loss, "test FPR95 (mean)": state["fpr95"], "test AUROC (mean)": state["auroc"]}
+
+    def retrain() -> None:
+        mi, mo = state_controls["m_in"].value, state_controls["m_out"].value
+        if not mi < mo:
+            raise ValueError(f"m_in ({mi:.2f}) must be below m_out ({mo:.2f}): low energy = ID")
+        m = copy.deepcopy(base)
+        fit(m, data, method, epochs=retrain_epochs, m_in=mi, m_out=mo, progress=False, **fit_kwargs)
+        measure(m, f"after {retrain_epochs} epochs of {method!r} at m_in={mi:.2f}, m_out={mo:.2f}")
+
+    step = (hi - lo) / 200
+    state_controls = {
+        "m_in": W.FloatSlider(value=m_in, min=lo, max=hi, step=step, description="m_in", continuous_update=False),
+        "m_out": W.FloatSlider(value=m_out, min=lo, max=hi, step=step, description="m_out", continuous_update=False),
+    }
+    ex = FigureExplorer(state_controls, draw, figsize=(7, 3.3), buttons={"retrain with these margins": retrain})
+    ex.state = state
+    return ex

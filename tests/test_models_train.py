@@ -66,7 +66,7 @@ def test_cosine_schedule_and_sgd(blobs):
 def test_register_method_extends_loop(blobs):
     seen = []
 
-    def step(model, x, y, x_aux, cfg):
+    def step(model, x, y, x_aux, cfg, step_index):
         seen.append(len(x_aux))
         loss = torch.nn.functional.cross_entropy(model(x), y) + 0.0 * model(x_aux).sum()
         return loss, {"aux_mean": x_aux.mean().item()}
@@ -92,7 +92,7 @@ def test_fit_bad_config(blobs, kwargs, match):
 
 
 def test_non_finite_loss_stops_with_message(blobs):
-    def step(model, x, y, x_aux, cfg):
+    def step(model, x, y, x_aux, cfg, step_index):
         return model(x).sum() * float("nan"), {}
 
     register_method("_nan", step, uses_aux=False)

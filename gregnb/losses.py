@@ -1,0 +1,178 @@
+"""Training objectives: Outlier Exposure, the energy margin loss and GReg's gradient penalty.
+
+Notation (method.md §2): energies ``E = -T logsumexp(f(x)/T)``, LOW = ID. A batch is the ID rows
+followed by the auxiliary (OOD) rows: ``inputs[:n_id]`` are ID, ``inputs[n_id:]`` are outliers.
+
+* (E4) :func:`energy_margin_loss`  ``mean_ID relu(E - m_in)^2 + mean_OOD relu(m_out - E)^2``
+* (E6) :func:`greg_penalty`        ``mean_ID 1{E <= m_in} ||grad_x E|| + mean_OOD 1{E >= m_out} ||grad_x E||``
+* (E7) :func:`greg_objective`      ``CE + lambda_s * L_S + lambda_grad * L_grad``
+
+The indicators of (E6) are the exact complements of the hinges of (E4): the energy loss acts on
+samples not yet past their margin; the gradient penalty flattens the score around samples that are.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .scores import energy
+
+__all__ = ["energy_margin_loss", "oe_loss", "greg_penalty", "greg_objective", "propose_margins", "CONVENTIONS",
+           "CIFAR_MARGINS"]
+
+CONVENTIONS = ("paper", "reference")
+#: The margins of the energy paper's and the GReg code's defaults (CIFAR, WRN/ResNet, T = 1).
+CIFAR_MARGINS = (-25.0, -7.0)
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN/inf; the model's logits have probably overflowed "
+                         f"(lower the learning rate or check the inputs)")
+
+
+def energy_margin_loss(energy_id: torch.Tensor, energy_ood: torch.Tensor, m_in: float, m_out: float) -> torch.Tensor:
+    """Squared-hinge energy loss (E4, Liu et al. 2020): pushes ID energies below ``m_in`` and
+    outlier energies above ``m_out``. Means are taken separately over the two parts. Scalar."""
+    if energy_id.ndim != 1 or energy_ood.ndim != 1 or len(energy_id) == 0 or len(energy_ood) == 0:
+        raise ValueError(f"energy_id and energy_ood must be non-empty 1-D tensors, got shapes "
+                         f"{tuple(energy_id.shape)} and {tuple(energy_ood.shape)}")
+    if not m_in < m_out:
+        raise ValueError(f"m_in must be below m_out (low energy = ID), got m_in={m_in}, m_out={m_out}")
+    return F.relu(energy_id - m_in).pow(2).mean() + F.relu(m_out - energy_ood).pow(2).mean()
+
+
+def oe_loss(logits_ood: torch.Tensor) -> torch.Tensor:
+    """Outlier Exposure (Hendrycks et al. 2019): cross-entropy from the softmax of the outliers'
+    logits ``(M, K)`` to the uniform distribution, averaged over samples:
+    ``mean_i [logsumexp(z_i) - mean_k z_ik]``. It is >= log K, with equality when all logits are
+    equal (the model says "no idea" on outliers). Hendrycks et al. weight it by 0.5."""
+    if logits_ood.ndim != 2 or len(logits_ood) == 0:
+        raise ValueError(f"logits_ood must have shape (M, K) with M >= 1, got {tuple(logits_ood.shape)}")
+    return (torch.logsumexp(logits_ood, dim=1) - logits_ood.mean(dim=1)).mean()
+
+
+def _masks(energies: torch.Tensor, n_id: int, m_in: float, m_out: float, convention: str, penalize: str):
+    e = energies.detach()
+    if penalize == "all":
+        return torch.ones_like(e[:n_id]), torch.ones_like(e[n_id:])
+    if convention == "paper":  # (E6): the exact complements of the hinges, with ties included
+        return (e[:n_id] <= m_in).to(e.dtype), (e[n_id:] >= m_out).to(e.dtype)
+    # the authors' code: the gradient of relu(m_in - E) / relu(E - m_out) is zero at the tie
+    return (e[:n_id] < m_in).to(e.dtype), (e[n_id:] > m_out).to(e.dtype)
+
+
+def greg_penalty(inputs: torch.Tensor, energies: torch.Tensor, n_id: int, m_in: float, m_out: float, *,
+                 convention: str = "paper", penalize: str = "correct", return_norms: bool = False):
+    """GReg's input-gradient penalty (E6), differentiable w.r.t. the model's parameters.
+
+    Args:
+        inputs: ``(N, ...)`` the batch [ID rows; outlier rows], with ``requires_grad=True``, from which
+            ``energies`` were computed in one forward pass.
+        energies: ``(N,)`` energies of the batch (LOW = ID).
+        n_id: number of ID rows, in ``[1, N-1]``.
+        m_in, m_out: the energy margins; a row is "correctly detected" if ID with ``E <= m_in``
+            or outlier with ``E >= m_out``.
+        convention: ``"paper"`` (E6): ``mean_ID mask*||g|| + mean_OOD mask*||g||``, where ``g`` is
+            each row's gradient of the masked SUM of energies (without coupling between rows,
+            ``g_i = mask_i * grad_x E_i``). ``"reference"``: the authors' code exactly (method.md §4.1):
+            the row gradients of ``-mean_ID relu(m_in - E) + mean_OOD relu(E - m_out)``, whose norms
+            are averaged over all N rows, so its weight acts like lambda/N; its masks are strict.
+        penalize: ``"correct"`` (the method) or ``"all"`` (the ablation: penalise every row).
+        return_norms: also return the ``(N,)`` per-row gradient norms (detached).
+
+    One ``torch.autograd.grad(..., create_graph=True)`` on the existing graph; no second forward.
+    With BatchNorm in train mode, rows are coupled through the batch statistics, and ``g`` then
+    includes the other rows' influence, exactly as the authors' code computes it.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if penalize not in ("correct", "all"):
+        raise ValueError(f"penalize must be 'correct' or 'all', got {penalize!r}")
+    if not isinstance(inputs, torch.Tensor) or not inputs.requires_grad:
+        raise ValueError("inputs must be a tensor with requires_grad=True, and the energies must be computed "
+                         "from it: x = x.requires_grad_(); energies = energy(model(x))")
+    if energies.ndim != 1 or len(energies) != len(inputs):
+        raise ValueError(f"energies must have shape (N,) with N = len(inputs) = {len(inputs)}, got {tuple(energies.shape)}")
+    n = len(inputs)
+    if not isinstance(n_id, int) or not 1 <= n_id <= n - 1:
+        raise ValueError(f"n_id must be an integer in [1, N-1] = [1, {n - 1}] (both parts non-empty), got {n_id!r}")
+    _check_finite("energies", energies)
+    mask_id, mask_ood = _masks(energies, n_id, m_in, m_out, convention, penalize)
+    if convention == "paper":
+        target = (mask_id * energies[:n_id]).sum() + (mask_ood * energies[n_id:]).sum()
+    else:
+        e_id, e_ood = energies[:n_id], energies[n_id:]
+        if penalize == "all":
+            target = e_id.mean() + e_ood.mean()
+        else:
+            target = -F.relu(m_in - e_id).mean() + F.relu(e_ood - m_out).mean()
+    (grad,) = torch.autograd.grad(target, inputs, create_graph=True)
+    norms = grad.flatten(1).norm(dim=1)
+    if convention == "paper":
+        penalty = norms[:n_id].mean() + norms[n_id:].mean()
+    else:
+        penalty = norms.mean()
+    return (penalty, norms.detach()) if return_norms else penalty
+
+
+def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_ood: torch.Tensor, *,
+                   m_in: float, m_out: float, lambda_s: float = 0.1, lambda_grad: float = 1.0,
+                   convention: str = "paper", penalize: str = "correct", temperature: float = 1.0):
+    """The total loss (E7) for one batch: ``CE + lambda_s * L_S + lambda_grad * L_grad``.
+
+    One forward pass over ``[x_id; x_ood]`` (so BatchNorm sees both parts, as in the authors' code).
+    With ``lambda_grad == 0`` this is the energy loss of Liu et al. and no input gradient is built.
+
+    Returns:
+        ``(total, parts)``: the scalar loss and a dict of floats for logging: ``loss_ce``,
+        ``loss_energy``, ``loss_grad``, ``past_m_in`` (share of ID rows with ``E <= m_in``),
+        ``past_m_out`` (share of outlier rows with ``E >= m_out``), ``train_acc``.
+    """
+    if len(x_id) != len(y_id):
+        raise ValueError(f"x_id and y_id must have the same length, got {len(x_id)} and {len(y_id)}")
+    n_id = len(x_id)
+    x = torch.cat([x_id, x_ood])
+    use_grad = lambda_grad != 0
+    if use_grad:
+        x = x.detach().requires_grad_(True)
+    logits = model(x)
+    e = energy(logits, temperature)
+    _check_finite("energies", e)
+    ce = F.cross_entropy(logits[:n_id], y_id)
+    l_s = energy_margin_loss(e[:n_id], e[n_id:], m_in, m_out)
+    total = ce + lambda_s * l_s
+    l_g = torch.zeros((), device=e.device)
+    if use_grad:
+        l_g = greg_penalty(x, e, n_id, m_in, m_out, convention=convention, penalize=penalize)
+        total = total + lambda_grad * l_g
+    with torch.no_grad():
+        parts = {
+            "loss_ce": ce.item(), "loss_energy": l_s.item(), "loss_grad": l_g.item(),
+            "past_m_in": (e[:n_id] <= m_in).float().mean().item(),
+            "past_m_out": (e[n_id:] >= m_out).float().mean().item(),
+            "train_acc": (logits[:n_id].argmax(1) == y_id).float().mean().item(),
+        }
+    return total, parts
+
+
+@torch.no_grad()
+def propose_margins(model: nn.Module, id_x: torch.Tensor, aux_x: torch.Tensor, *, temperature: float = 1.0,
+                    max_samples: int = 4000) -> tuple[float, float]:
+    """Margins ``(m_in, m_out)`` that fit a trained (e.g. cross-entropy) model, following the energy
+    paper maintainers' advice: put them near the model's mean ID and mean outlier energies.
+
+    ``m_in = mean E(ID)``; ``m_out = max(mean E(aux), m_in + max(2, 2 * std E(ID)))``. The second
+    term keeps a gap when the model gives outliers *lower* energy than ID data (a ReLU network far
+    from its data does), where the plain advice would put ``m_out`` below ``m_in``. CIFAR's
+    ``(-25, -7)`` (:data:`CIFAR_MARGINS`) fit a WRN-40-2 on CIFAR, not the small models here.
+    """
+    from .evaluate import predict_logits
+
+    e_id = energy(predict_logits(model, id_x[:max_samples]), temperature).double()
+    e_aux = energy(predict_logits(model, aux_x[:max_samples]), temperature).double()
+    m_in = e_id.mean().item()
+    gap = max(2.0, 2.0 * e_id.std().item())
+    m_out = max(e_aux.mean().item(), m_in + gap)
+    return float(m_in), float(m_out)

@@ -1,0 +1,192 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gregnb.losses import energy_margin_loss, greg_objective, greg_penalty, oe_loss
+from gregnb.models import MLP, SmallCNN
+from gregnb.scores import energy
+
+torch.set_default_dtype(torch.float32)
+
+
+def test_energy_margin_loss_hand_worked():
+    e_id = torch.tensor([-10.0, -3.0])  # m_in = -5: hinges 0 and 2 -> squares 0, 4 -> mean 2
+    e_ood = torch.tensor([-8.0, 0.0])  # m_out = -4: hinges 4 and 0 -> squares 16, 0 -> mean 8
+    assert energy_margin_loss(e_id, e_ood, -5.0, -4.0).item() == pytest.approx(10.0)
+
+
+def test_oe_loss_is_cross_entropy_to_uniform():
+    z = torch.randn(7, 5, dtype=torch.float64)
+    uniform = torch.full_like(z, 1 / 5)
+    assert oe_loss(z).item() == pytest.approx(F.cross_entropy(z, uniform).item(), rel=1e-12)
+    assert oe_loss(torch.zeros(3, 5)).item() == pytest.approx(math.log(5), rel=1e-6)
+
+
+def _mlp64(seed=0):
+    torch.manual_seed(seed)
+    return MLP(2, 3, hidden=(16, 16), activation="softplus").double()
+
+
+def _fd_grad_norms(model, x, h=1e-6):
+    """Per-sample ||grad_x E(x_i)|| by central finite differences (float64)."""
+    norms = []
+    for i in range(len(x)):
+        g = torch.zeros_like(x[i])
+        for j in range(x.shape[1]):
+            d = torch.zeros_like(x[i])
+            d[j] = h
+            with torch.no_grad():
+                g[j] = (energy(model((x[i] + d)[None])) - energy(model((x[i] - d)[None]))).item() / (2 * h)
+        norms.append(g.norm())
+    return torch.stack(norms)
+
+
+def test_paper_penalty_matches_finite_differences():
+    model = _mlp64()
+    x = 3 * torch.randn(12, 2, dtype=torch.float64)
+    n_id = 5
+    with torch.no_grad():
+        e = energy(model(x))
+    # margins at the medians of each part, so both masks select some rows and skip others
+    m_in, m_out = e[:n_id].median().item(), e[n_id:].median().item() - 1e-9
+    if m_in >= m_out:
+        m_out = m_in + 1e-3
+    xg = x.clone().requires_grad_(True)
+    eg = energy(model(xg))
+    pen, norms = greg_penalty(xg, eg, n_id, m_in, m_out, return_norms=True)
+    fd = _fd_grad_norms(model, x)
+    mask_id, mask_ood = (e[:n_id] <= m_in).double(), (e[n_id:] >= m_out).double()
+    expected = (mask_id * fd[:n_id]).mean() + (mask_ood * fd[n_id:]).mean()
+    assert 0 < mask_id.sum() < n_id and 0 < mask_ood.sum() < len(x) - n_id
+    assert pen.item() == pytest.approx(expected.item(), rel=1e-6)
+    # masks select exactly the rows past their margins: other rows have a zero gradient row
+    masks = torch.cat([mask_id, mask_ood]).bool()
+    assert torch.all(norms[~masks] == 0) and torch.all(norms[masks] > 0)
+    torch.testing.assert_close(norms[masks], fd[masks], rtol=1e-6, atol=1e-9)
+
+
+def test_penalize_all_is_the_unmasked_mean():
+    model = _mlp64(1)
+    x = torch.randn(8, 2, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    pen = greg_penalty(xg, energy(model(xg)), 3, -100.0, 100.0, penalize="all")  # no row past a margin
+    fd = _fd_grad_norms(model, x)
+    assert pen.item() == pytest.approx((fd[:3].mean() + fd[3:].mean()).item(), rel=1e-6)
+    xg = x.clone().requires_grad_(True)
+    assert greg_penalty(xg, energy(model(xg)), 3, -100.0, 100.0).item() == 0.0
+
+
+def _bn_cnn():
+    torch.manual_seed(0)
+    model = SmallCNN(n_classes=4, width=4).double()
+    model.train()  # BatchNorm couples the rows through the batch statistics
+    return model
+
+
+@pytest.mark.parametrize("convention", ["reference", "paper"])
+def test_penalty_matches_jacobian_formulation_with_batchnorm(convention):
+    model = _bn_cnn()
+    x = torch.rand(10, 1, 8, 8, dtype=torch.float64)
+    n_id = 4
+    with torch.no_grad():
+        e = energy(model(x))
+    m_in, m_out = e[:n_id].median().item(), e[n_id:].median().item()
+    if m_in >= m_out:
+        m_out = m_in + 1e-3
+    mask_id = (e[:n_id] < m_in).double() if convention == "reference" else (e[:n_id] <= m_in).double()
+    mask_ood = (e[n_id:] > m_out).double() if convention == "reference" else (e[n_id:] >= m_out).double()
+
+    def authors_hinge(inp):  # a second forward, differentiated with jacobian, as in the authors' code
+        en = energy(model(inp))
+        return -F.relu(m_in - en[:n_id]).mean() + F.relu(en[n_id:] - m_out).mean()
+
+    def masked_sum(inp):
+        en = energy(model(inp))
+        return (mask_id * en[:n_id]).sum() + (mask_ood * en[n_id:]).sum()
+
+    fn = authors_hinge if convention == "reference" else masked_sum
+    jac = torch.autograd.functional.jacobian(fn, x)
+    norms = jac.flatten(1).norm(dim=1)
+    expected = norms.mean() if convention == "reference" else norms[:n_id].mean() + norms[n_id:].mean()
+    xg = x.clone().requires_grad_(True)
+    ours = greg_penalty(xg, energy(model(xg)), n_id, m_in, m_out, convention=convention)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-12)
+    assert expected.item() > 0
+
+
+def test_reference_is_paper_over_n_without_coupling():
+    # without BatchNorm: reference = (1/N) [ (1/n_id) sum_ID + (1/n_ood) sum_OOD ] of the masked norms,
+    # paper = (1/n_id) sum_ID + (1/n_ood) sum_OOD: the same sums, but the reference is 1/N smaller
+    model = _mlp64(2)
+    x = 2 * torch.randn(9, 2, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    e = energy(model(xg))
+    m_in, m_out = e.detach().max().item() + 1, e.detach().min().item() - 1  # every row past its margin
+    ref = greg_penalty(xg, e, 4, m_in, m_out, convention="reference")
+    paper = greg_penalty(xg, e, 4, m_in, m_out, convention="paper")
+    # every row is masked in; reference gradients carry 1/n of their part
+    fd = _fd_grad_norms(model, x)
+    assert ref.item() == pytest.approx(((fd[:4] / 4).sum() + (fd[4:] / 5).sum()).item() / 9, rel=1e-6)
+    assert paper.item() == pytest.approx((fd[:4].mean() + fd[4:].mean()).item(), rel=1e-6)
+
+
+def test_penalty_is_differentiable_wrt_parameters():
+    model = _bn_cnn().float()
+    x = torch.rand(8, 1, 8, 8).requires_grad_(True)
+    e = energy(model(x))
+    m_in, m_out = e[:4].median().item(), e[4:].median().item()  # some rows in, some out
+    pen = greg_penalty(x, e, 4, m_in, m_out)
+    pen.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_penalty_with_no_row_masked_has_zero_finite_gradients():
+    model = _mlp64()
+    x = torch.randn(6, 2, dtype=torch.float64).requires_grad_(True)
+    pen = greg_penalty(x, energy(model(x)), 3, -1e6, 1e6)
+    pen.backward()
+    assert pen.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_penalty_bad_inputs():
+    model = _mlp64()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="requires_grad"):
+        greg_penalty(x, energy(model(x)), 3, -5, 0)
+    xg = x.clone().requires_grad_(True)
+    e = energy(model(xg))
+    with pytest.raises(ValueError, match="n_id"):
+        greg_penalty(xg, e, 0, -5, 0)
+    with pytest.raises(ValueError, match="n_id"):
+        greg_penalty(xg, e, 6, -5, 0)
+    with pytest.raises(ValueError, match="shape"):
+        greg_penalty(xg, e[:4], 2, -5, 0)
+    with pytest.raises(ValueError, match="NaN"):
+        greg_penalty(xg, e * float("nan"), 2, -5, 0)
+    with pytest.raises(ValueError, match="convention"):
+        greg_penalty(xg, e, 2, -5, 0, convention="code")
+    with pytest.raises(ValueError, match="m_in must be below"):
+        energy_margin_loss(e[:2], e[2:], 0.0, -1.0)
+
+
+def test_objective_parts_add_up():
+    torch.manual_seed(0)
+    model = MLP(2, 3)
+    x_id, y = torch.randn(6, 2), torch.randint(0, 3, (6,))
+    x_ood = 4 * torch.randn(10, 2)
+    total, parts = greg_objective(model, x_id, y, x_ood, m_in=-3.0, m_out=-1.0, lambda_s=0.1, lambda_grad=0.0)
+    with torch.no_grad():
+        logits = model(torch.cat([x_id, x_ood]))
+        e = energy(logits)
+        ce = F.cross_entropy(logits[:6], y)
+        ls = (F.relu(e[:6] + 3) ** 2).mean() + (F.relu(-1 - e[6:]) ** 2).mean()
+    assert total.item() == pytest.approx((ce + 0.1 * ls).item(), rel=1e-6)
+    assert parts["loss_grad"] == 0.0
+    assert parts["past_m_in"] == pytest.approx((e[:6] <= -3).float().mean().item())
+    total_g, parts_g = greg_objective(model, x_id, y, x_ood, m_in=-3.0, m_out=-1.0, lambda_grad=2.0)
+    assert total_g.item() == pytest.approx(total.item() + 2.0 * parts_g["loss_grad"], rel=1e-5)
