@@ -98,15 +98,21 @@ def compare_scores(data: Benchmark, seeds: Iterable[int], scores=("msp", "max_lo
 #: Fine-tuning settings for the outlier methods (from a "ce" model), per benchmark.
 FINETUNE_RECIPES = {"toy": dict(epochs=15, lr=2e-3, batch_size=64, aux_batch_size=128),
                     "digits": dict(epochs=10, lr=1e-3, batch_size=64, aux_batch_size=128)}
+#: From-scratch settings for the outlier methods (``init="scratch"``).
+SCRATCH_RECIPES = {"toy": dict(epochs=40, lr=3e-3, batch_size=64, aux_batch_size=128),
+                   "digits": dict(epochs=15, lr=3e-3, batch_size=64, aux_batch_size=128)}
 
 
 def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[int], *, ce_epochs: int | None = None,
                     finetune_epochs: int | None = None, score: str = "energy", keep_models: bool = False,
-                    cache: bool = True):
+                    cache: bool = True, init: str = "ce", margins: tuple[float, float] | None = None):
     """For each seed: train a "ce" model, propose margins from it, then fine-tune a copy with every
     entry of ``methods`` (label -> ``fit`` keyword arguments, e.g. ``{"GReg": dict(method="greg")}``;
     an entry with ``method="ce"`` and ``epochs=0`` keeps the "ce" model as it is; an entry's
     ``score`` overrides the score it is evaluated with, e.g. ``dict(method="ce", epochs=0, score="msp")``).
+
+    ``init="scratch"`` trains each method from a fresh :func:`default_model` instead (same seed);
+    ``margins`` fixes ``(m_in, m_out)`` instead of proposing them from the "ce" model.
 
     Returns ``(df, extras)``: a long DataFrame with seed, method, ood (set or "mean"), the four metrics,
     accuracy, and the last epoch's grad norms; and a dict with the margins per seed, each run's
@@ -114,20 +120,23 @@ def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[i
     """
     import pandas as pd
 
+    if init not in ("ce", "scratch"):
+        raise ValueError(f"init must be 'ce' or 'scratch', got {init!r}")
     kind = "toy" if data.input_shape == (2,) else "digits"
+    recipes = FINETUNE_RECIPES if init == "ce" else SCRATCH_RECIPES
     rows, extras = [], {"margins": {}, "history": {}, "models": {}}
     for seed in seeds:
         with torch.random.fork_rng():
             base, _ = train_classifier(data, seed, cache=cache, **({} if ce_epochs is None else {"epochs": ce_epochs}))
-            m_in, m_out = propose_margins(base, data.train_x, data.aux_x)
+            m_in, m_out = margins if margins is not None else propose_margins(base, data.train_x, data.aux_x)
             extras["margins"][seed] = (m_in, m_out)
             for label, kwargs in methods.items():
                 kwargs = dict(kwargs)
                 method = kwargs.pop("method")
                 entry_score = kwargs.pop("score", score)
-                model = copy.deepcopy(base)
+                model = copy.deepcopy(base) if init == "ce" or kwargs.get("epochs", 1) == 0 else default_model(data, seed)
                 if kwargs.get("epochs", 1) != 0:
-                    recipe = dict(FINETUNE_RECIPES[kind], progress=False, seed=seed, m_in=m_in, m_out=m_out)
+                    recipe = dict(recipes[kind], progress=False, seed=seed, m_in=m_in, m_out=m_out)
                     if finetune_epochs is not None:
                         recipe["epochs"] = finetune_epochs
                     recipe.update(kwargs)

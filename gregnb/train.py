@@ -19,6 +19,7 @@ New methods register a step function with :func:`register_method` without touchi
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -226,7 +227,9 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
         **config: fields of :class:`TrainConfig` (epochs, batch_size, lr, ...).
 
     The history holds, per epoch: ``loss`` (mean total loss), the step logs (e.g. ``loss_ce``,
-    ``train_acc``) averaged over the epoch, ``test_acc`` (eval mode, on ``data.test_x``) and ``lr``.
+    ``train_acc``) averaged over the epoch, ``test_acc`` (eval mode, on ``data.test_x``), ``lr``,
+    ``epoch_seconds`` (wall time of the epoch's training steps) and, if ``log_grad_norms``,
+    ``grad_norm_id`` / ``grad_norm_aux``.
     Same seed, same data, same device -> same weights.
     """
     cfg = TrainConfig(method=method, **config)
@@ -257,6 +260,7 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
         probe_aux = data.aux_x[torch.randperm(len(data.aux_x), generator=probe_gen)[:256]]
     bar = tqdm(range(cfg.epochs), desc=f"{cfg.method}", disable=not cfg.progress, leave=False)
     for _ in bar:
+        t_epoch = time.perf_counter()
         model.train()
         sums: dict[str, float] = {}
         order = torch.randperm(len(x_all), generator=gen)
@@ -284,10 +288,12 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
             sums["_n"] = sums.get("_n", 0.0) + 1
             if step_hook is not None:
                 step_hook(step, logs)
+        epoch_seconds = time.perf_counter() - t_epoch  # training steps only, not the evaluation below
         n = sums.pop("_n", 1.0)
         for k, v in sums.items():
             history.setdefault(k, []).append(v / n)
         history.setdefault("lr", []).append(sched.get_last_lr()[0])
+        history.setdefault("epoch_seconds", []).append(epoch_seconds)
         history.setdefault("test_acc", []).append(accuracy(model, data.test_x, data.test_y))
         if cfg.log_grad_norms:  # the paper's Fig. 3: input-gradient norms over training
             history.setdefault("grad_norm_id", []).append(input_gradient_norm(model, probe_id).mean().item())

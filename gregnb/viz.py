@@ -16,7 +16,7 @@ import torch
 
 from .metrics import fpr_at_tpr, threshold_at_tpr
 
-__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "fig_to_png",
+__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "plot_histories", "fig_to_png",
            "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
 
 ID_COLOR = "#1f77b4"
@@ -234,6 +234,27 @@ def landscape_grid(models: Mapping, data, *, rows=("energy",), extent=(-6, 6, -6
             ax.set_title(f"{label}: {dict(energy='−energy', msp='MSP', grad='‖∇ₓE‖')[row]}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_histories(histories: Mapping[str, Mapping[str, list]], key: str, ax=None, *, ylabel: str | None = None,
+                   logy: bool = False):
+    """One line per run of ``history[key]`` against the epoch. ``histories`` maps a label to a
+    history, or to a list of histories (several seeds: drawn as mean with a min-max band)."""
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    for i, (label, h) in enumerate(histories.items()):
+        runs = h if isinstance(h, (list, tuple)) else [h]
+        arr = np.array([r[key] for r in runs], dtype=float)
+        epochs = np.arange(1, arr.shape[1] + 1)
+        color = f"C{i}"
+        ax.plot(epochs, arr.mean(0), color=color, label=label + (f" (mean of {len(runs)})" if len(runs) > 1 else ""))
+        if len(runs) > 1:
+            ax.fill_between(epochs, arr.min(0), arr.max(0), color=color, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or key)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return ax
 
 
 def fig_to_png(fig, dpi: int = 80) -> bytes:

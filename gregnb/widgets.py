@@ -30,7 +30,8 @@ from .scores import energy, msp
 from .data.base import Benchmark
 from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images
 
-__all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer"]
+__all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer", "taylor_explorer",
+           "lambda_explorer"]
 
 
 class FigureExplorer(W.VBox):
@@ -272,3 +273,101 @@ def margin_explorer(model: nn.Module, data: Benchmark, m_in: float, m_out: float
     ex = FigureExplorer(state_controls, draw, figsize=(7, 3.3), buttons={"retrain with these margins": retrain})
     ex.state = state
     return ex
+
+
+def taylor_explorer(score_level: float = -6.0, threshold: float = -4.0, slopes: tuple[float, float] = (0.4, 2.5)
+                    ) -> FigureExplorer:
+    """The paper's Fig. 1 (left) as a 1-D picture: two ID points with the same energy but different
+    slopes; a perturbation delta moves both. The steep one crosses the threshold first.
+
+    Each point's energy along the line is ``S(x0 + d) = score_level + slope * d + 0.15 * d^2`` (a little
+    curvature, so the tangent is only first-order). Controls: ``delta``. ``metrics``: both energies
+    at the perturbed points, whether each is still accepted as ID, and each first-order certified
+    radius ``(threshold - score_level) / |slope|`` (E8 with L = |slope|).
+    """
+    if not score_level < threshold:
+        raise ValueError(f"score_level ({score_level}) must be below the threshold ({threshold}): both points start as ID")
+    d = np.linspace(-3, 3, 301)
+    curv = 0.15
+    names = ("flat point (small ‖∇E‖)", "steep point (large ‖∇E‖)")
+
+    def draw(fig, delta: float) -> dict:
+        if not fig.axes:
+            fig.subplots(1, 2, sharey=True)
+            fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.88, wspace=0.08)
+        out = {"delta": float(delta)}
+        for ax, slope, name, color in zip(fig.axes, slopes, names, ("C2", "C3")):
+            ax.cla()
+            ax.plot(d, score_level + slope * d + curv * d ** 2, color=color, lw=2, label="energy along the line")
+            ax.plot(d, score_level + slope * d, color=color, ls=":", lw=1, label="tangent (Taylor, E5)")
+            ax.axhline(threshold, color="k", ls="--", lw=1)
+            ax.axhspan(threshold, threshold + 20, color="C3", alpha=0.07)
+            ax.text(-2.9, threshold + 0.2, "OOD side (E > γ)", fontsize=8)
+            e_new = score_level + slope * delta + curv * delta ** 2
+            ax.plot([0], [score_level], "o", color="k")
+            ax.plot([delta], [e_new], "o", color="C3" if e_new > threshold else "C2", ms=9)
+            radius = (threshold - score_level) / abs(slope)
+            ax.axvspan(-radius, radius, color=color, alpha=0.12, label=f"first-order radius {radius:.2f}")
+            ax.set_ylim(score_level - 4, threshold + 4)
+            ax.set_xlabel("perturbation d")
+            ax.set_title(name, fontsize=9)
+            ax.legend(fontsize=7, loc="lower right")
+            key = "flat" if slope == slopes[0] else "steep"
+            out[f"E({key}+δ)"] = float(e_new)
+            out[f"{key} still ID"] = bool(e_new <= threshold)
+        fig.axes[0].set_ylabel("energy (low = ID)")
+        return out
+
+    controls = {"delta": W.FloatSlider(value=0.0, min=-3, max=3, step=0.05, description="δ", continuous_update=False)}
+    return FigureExplorer(controls, draw, figsize=(9, 3.3))
+
+
+def lambda_explorer(models: Mapping[float, nn.Module], data: Benchmark, *, extent=(-6, 6, -6, 6),
+                    resolution: int = 100, ood_name: str = "near", tpr: float = 0.95) -> FigureExplorer:
+    """Energy and gradient-norm landscapes for models trained with different gradient weights.
+
+    ``models`` maps lambda_grad -> a trained 2-D model (precomputed: a slider cannot train).
+    Left: −E with the 95%-TPR boundary; right: ``||grad_x E||`` on a log scale. ``metrics``: FPR95
+    on ``ood_name`` and on all OOD sets (mean), and the mean ``||grad_x E||`` on ID test points.
+    """
+    from matplotlib.colors import LogNorm
+
+    from .lipschitz import input_gradient_norm
+
+    if not models:
+        raise ValueError("models is empty: pass {lambda_grad: trained model}")
+    grid = make_grid(extent, resolution)
+    cache = {}
+    for lam, m in models.items():
+        s_grid = (-energy(predict_logits(m, grid))).numpy().reshape(resolution, resolution)
+        g_grid = input_gradient_norm(m, grid).numpy().reshape(resolution, resolution)
+        s_id = -energy(predict_logits(m, data.test_x))
+        s_ood = {k: -energy(predict_logits(m, v)) for k, v in data.ood.items()}
+        cache[lam] = dict(s_grid=s_grid, g_grid=g_grid, t=threshold_at_tpr(s_id, tpr),
+                          fpr=fpr_at_tpr(s_id, s_ood[ood_name], tpr),
+                          fpr_mean=float(np.mean([fpr_at_tpr(s_id, v, tpr) for v in s_ood.values()])),
+                          g_id=float(input_gradient_norm(m, data.test_x).mean()))
+    gmax = max(float(c["g_grid"].max()) for c in cache.values())
+    pts = {"ID": data.test_x[:300], ood_name: data.ood[ood_name][:300]}
+
+    def draw(fig, lam: float) -> dict:
+        c = cache[lam]
+        if not fig.axes:
+            fig.subplots(1, 2)
+            fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.9, wspace=0.2)
+        ax_e, ax_g = fig.axes[:2]
+        ax_e.cla()
+        ax_g.cla()
+        score_landscape(c["s_grid"], extent, ax_e, threshold=c["t"], points=pts, colorbar=False, point_size=3)
+        ax_e.set_title(f"−energy, λ∇ = {lam:g}", fontsize=9)
+        ax_g.imshow(np.maximum(c["g_grid"], 1e-3), origin="lower", extent=extent, cmap="magma", aspect="auto",
+                    norm=LogNorm(vmin=1e-2, vmax=max(gmax, 1e-1)))
+        for (name, p), color in zip(pts.items(), ["#1f77b4", "#d62728"]):
+            ax_g.scatter(p[:, 0], p[:, 1], s=3, color=color)
+        ax_g.set_title("‖∇ₓE‖ (log colour scale, shared across λ)", fontsize=9)
+        return {"lambda_grad": float(lam), f"FPR95 {ood_name}": c["fpr"], "FPR95 mean": c["fpr_mean"],
+                "mean ‖∇E‖ on ID": c["g_id"]}
+
+    options = sorted(models)
+    controls = {"lam": W.SelectionSlider(options=options, value=options[0], description="λ∇", continuous_update=False)}
+    return FigureExplorer(controls, draw, figsize=(9, 3.8))
