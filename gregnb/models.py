@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "build_model"]
+__all__ = ["MLP", "SmallCNN", "ResNet18_32x32", "resnet18_32x32", "build_model"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
 
@@ -89,9 +89,55 @@ class SmallCNN(nn.Module):
         return (logits, h) if return_features else logits
 
 
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18_32x32(nn.Module):
+    """ResNet-18 for 32x32 inputs (CIFAR style: 3x3 stem, no max-pool), as in the GReg and OpenOOD code.
+    Features: the 512-d global average pool."""
+
+    def __init__(self, n_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        layers, cin = [], 64
+        for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(512, n_classes)
+        self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, 512
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"ResNet18_32x32 expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        h = self.pool(self.layers(self.stem(x)))
+        logits = self.fc(h)
+        return (logits, h) if return_features else logits
+
+
+def resnet18_32x32(n_classes: int = 10, in_channels: int = 3) -> ResNet18_32x32:
+    """ResNet-18 for 32x32 images (see :class:`ResNet18_32x32`)."""
+    return ResNet18_32x32(n_classes, in_channels)
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a model by name: ``"mlp"`` or ``"small_cnn"``."""
-    registry = {"mlp": MLP, "small_cnn": SmallCNN}
+    """Build a model by name: ``"mlp"``, ``"small_cnn"`` or ``"resnet18_32x32"``."""
+    registry = {"mlp": MLP, "small_cnn": SmallCNN, "resnet18_32x32": ResNet18_32x32}
     try:
         return registry[name](**kwargs)
     except KeyError:
