@@ -108,3 +108,53 @@ def test_dataset_browser_pages_and_parts(digits):
     assert ex.metrics["size"] == len(digits.ood["noise"])
     assert ex.metrics["mean pixel"] == pytest.approx(digits.ood["noise"].mean().item())
     assert ex.error is None
+
+
+def test_taylor_explorer_crossing_matches_hand_computation():
+    from gregnb.widgets import taylor_explorer
+
+    ex = taylor_explorer(score_level=-6.0, threshold=-4.0, slopes=(0.4, 2.5))
+    ex.controls["delta"].value = 1.0
+    # S(d) = -6 + slope * d + 0.15 d^2: flat -> -5.45 (still ID), steep -> -3.35 (crossed)
+    assert ex.metrics["E(flat+δ)"] == pytest.approx(-5.45)
+    assert ex.metrics["E(steep+δ)"] == pytest.approx(-3.35)
+    assert ex.metrics["flat still ID"] and not ex.metrics["steep still ID"]
+    with pytest.raises(ValueError, match="below the threshold"):
+        taylor_explorer(score_level=0.0, threshold=-1.0)
+
+
+def test_lambda_explorer_switches_models(blobs):
+    from gregnb.lipschitz import input_gradient_norm
+    from gregnb.widgets import lambda_explorer
+
+    models = {}
+    for lam in (0.0, 2.0):
+        torch.manual_seed(0)
+        m = MLP(n_classes=3)
+        fit(m, blobs, "greg", epochs=2, progress=False, m_in=-7.0, m_out=-2.0, lambda_grad=lam, log_grad_norms=False)
+        models[lam] = m
+    ex = lambda_explorer(models, blobs, resolution=20)
+    first = ex.image.value
+    ex.controls["lam"].value = 2.0
+    assert ex.image.value != first and ex.error is None
+    assert ex.metrics["mean ‖∇E‖ on ID"] == pytest.approx(input_gradient_norm(models[2.0], blobs.test_x).mean().item())
+    s_id = -energy(models[2.0](blobs.test_x)).detach()
+    s_ood = -energy(models[2.0](blobs.ood["near"])).detach()
+    assert ex.metrics["FPR95 near"] == pytest.approx(fpr_at_tpr(s_id, s_ood))
+
+
+def test_margin_explorer_metrics_and_retrain(blobs, toy_model):
+    from gregnb.widgets import margin_explorer
+
+    ex = margin_explorer(toy_model, blobs, -6.0, -3.0, retrain_epochs=2, max_samples=300)
+    e_id, e_aux = ex.state["e_id"], ex.state["e_aux"]
+    assert ex.metrics["ID past m_in"] == pytest.approx((e_id <= -6.0).double().mean().item())
+    ex.controls["m_out"].value = -2.0
+    assert ex.metrics["aux past m_out"] == pytest.approx((e_aux >= -2.0).double().mean().item())
+    before = ex.state["model"]
+    ex.buttons["retrain with these margins"].click()
+    assert ex.error is None and ex.state["model"] is not before
+    # a meaningless pair is refused with a clear message, shown rather than raised
+    ex.controls["m_in"].value = ex.controls["m_out"].value + 0.5
+    ex.buttons["retrain with these margins"].click()
+    assert "must be below" in ex.error
