@@ -12,6 +12,8 @@ Registered methods:
 * ``"energy"``: ``CE + lambda_s * L_S``, the energy margin loss (Liu et al.; lambda_s = 0.1).
 * ``"greg"``: ``CE + lambda_s * L_S + lambda_grad * L_grad``, GReg (method.md E7).
 * ``"oe+grad"``: Outlier Exposure plus GReg's gradient term (the paper's "OE + gradient" row).
+* ``"greg+"``: GReg with energy-based sampling: each step draws ``candidate_factor`` x batch pool
+  samples, scores them in eval mode and keeps those a sampler picks (method.md §3).
 
 Each can train from scratch or fine-tune: pass a trained model (e.g. from ``"ce"``) to :func:`fit`.
 New methods register a step function with :func:`register_method` without touching the loop.
@@ -33,6 +35,7 @@ from .config import seed_everything
 from .data.base import Benchmark
 from .lipschitz import input_gradient_norm
 from .losses import CONVENTIONS, greg_objective, greg_penalty, oe_loss
+from .sampling import SAMPLERS, get_sampler
 from .scores import energy
 
 __all__ = ["TrainConfig", "History", "fit", "METHODS", "register_method", "StepFn"]
@@ -52,6 +55,10 @@ class TrainConfig:
     term only every k-th step with weight k * lambda_grad (lazy regularisation, as StyleGAN2's R1).
     ``log_grad_norms``: after each epoch, record the mean ||grad_x E|| on a fixed set of 256 ID
     training and 256 pool samples (eval mode) as ``grad_norm_id`` / ``grad_norm_aux``.
+    GReg+ (``"greg+"``): ``candidate_factor`` (6 in the paper) sets the candidates per step;
+    ``sampler`` one of "energy_cluster" (GReg+), "random", "greedy", "dos"; ``two_way`` also picks
+    each cluster's highest-energy member (the OOD batch is then 2x the ID batch); ``n_clusters``
+    (default: the ID batch size, as in the paper); ``window`` an energy-sorted slice of the candidates.
     ``extra`` holds settings for methods registered elsewhere.
     """
 
@@ -76,6 +83,11 @@ class TrainConfig:
     grad_every: int = 1
     temperature: float = 1.0
     log_grad_norms: bool = True
+    candidate_factor: int = 6
+    sampler: str = "energy_cluster"
+    two_way: bool = True
+    n_clusters: int | None = None
+    window: tuple[int, int] | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -97,6 +109,10 @@ class TrainConfig:
             raise ValueError(f"penalize must be 'correct' or 'all', got {self.penalize!r}")
         if not isinstance(self.grad_every, int) or self.grad_every < 1:
             raise ValueError(f"grad_every must be a positive integer, got {self.grad_every!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
+        if not isinstance(self.candidate_factor, int) or self.candidate_factor < 1:
+            raise ValueError(f"candidate_factor must be a positive integer, got {self.candidate_factor!r}")
         if METHODS[self.method].needs_margins:
             if self.m_in is None or self.m_out is None:
                 raise ValueError(f"method {self.method!r} needs the energy margins m_in and m_out; "
@@ -115,17 +131,20 @@ class _Method:
     step: StepFn
     uses_aux: bool
     needs_margins: bool = False
+    aux_size: Callable[[TrainConfig], int] | None = None  # pool samples per step (default 2x batch)
 
 
 #: name -> registered training method
 METHODS: dict[str, _Method] = {}
 
 
-def register_method(name: str, step: StepFn, *, uses_aux: bool, needs_margins: bool = False) -> None:
+def register_method(name: str, step: StepFn, *, uses_aux: bool, needs_margins: bool = False,
+                    aux_size: Callable[[TrainConfig], int] | None = None) -> None:
     """Register a training method. ``step(model, x, y, x_aux, cfg, step_index)`` returns
     ``(loss, logs)``; ``logs`` values are floats that :func:`fit` averages over each epoch into the
-    history (key -> list per epoch)."""
-    METHODS[name] = _Method(step, uses_aux, needs_margins)
+    history (key -> list per epoch). ``aux_size(cfg)`` says how many pool samples a step draws when
+    ``cfg.aux_batch_size`` is not set."""
+    METHODS[name] = _Method(step, uses_aux, needs_margins, aux_size)
 
 
 def _ce_step(model, x, y, x_aux, cfg, step):
@@ -180,11 +199,42 @@ def _oe_grad_step(model, x, y, x_aux, cfg, step):
     return loss, {"loss_ce": ce.item(), "loss_oe": oe.item(), "loss_grad": g.item(), "train_acc": acc.item()}
 
 
+def _gregplus_step(model, x, y, candidates, cfg, step):
+    """Score the candidates in eval mode, let the sampler pick the OOD batch, then a GReg step."""
+    n_id = len(x)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits, feats = model(candidates, return_features=True)
+        e = energy(logits, cfg.temperature)
+    model.train(was_training)
+    n_select = min(len(candidates), n_id * (2 if cfg.two_way and cfg.sampler == "energy_cluster" else 1))
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    kwargs = dict(n_select=n_select, generator=gen)
+    if cfg.sampler in ("energy_cluster", "dos"):
+        n_clusters = min(cfg.n_clusters or n_id, len(candidates))
+        kwargs.update(n_clusters=n_clusters)
+        if cfg.window is not None or cfg.sampler == "energy_cluster":
+            kwargs.update(window=cfg.window)
+    if cfg.sampler == "energy_cluster":
+        kwargs.update(two_way=cfg.two_way, n_per_cluster=max(1, n_id // kwargs["n_clusters"]))
+    idx = get_sampler(cfg.sampler)(feats, e, **kwargs)
+    x_ood = candidates[idx]
+    loss, logs = greg_objective(model, x, y, x_ood, m_in=cfg.m_in, m_out=cfg.m_out, lambda_s=cfg.lambda_s,
+                                lambda_grad=_grad_weight(cfg, step), convention=cfg.convention,
+                                penalize=cfg.penalize, temperature=cfg.temperature)
+    logs["picked_energy"] = e[idx].mean().item()
+    logs["candidate_energy"] = e.mean().item()
+    return loss, logs
+
+
 register_method("ce", _ce_step, uses_aux=False)
 register_method("oe", _oe_step, uses_aux=True)
 register_method("energy", _energy_step, uses_aux=True, needs_margins=True)
 register_method("greg", _greg_step, uses_aux=True, needs_margins=True)
 register_method("oe+grad", _oe_grad_step, uses_aux=True, needs_margins=True)
+register_method("greg+", _gregplus_step, uses_aux=True, needs_margins=True,
+                aux_size=lambda cfg: cfg.candidate_factor * cfg.batch_size)
 
 
 class History(dict):
@@ -240,7 +290,7 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
     x_all, y_all = data.train_x, data.train_y
     if len(x_all) != len(y_all) or len(x_all) == 0:
         raise ValueError(f"train_x and train_y must be non-empty and of equal length, got {len(x_all)} and {len(y_all)}")
-    aux_bs = cfg.aux_batch_size or 2 * cfg.batch_size
+    aux_bs = cfg.aux_batch_size or (spec.aux_size(cfg) if spec.aux_size else 2 * cfg.batch_size)
     if spec.uses_aux and (data.aux_x is None or len(data.aux_x) == 0):
         raise ValueError(f"method {cfg.method!r} trains with auxiliary outliers but data.aux_x is empty; "
                          f"use a benchmark with a pool or method='ce'")
