@@ -19,7 +19,7 @@ from .models import MLP, SmallCNN
 from .train import History, fit
 
 __all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
-           "FINETUNE_RECIPES"]
+           "FINETUNE_RECIPES", "collect_picks"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -150,3 +150,36 @@ def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[i
                 for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
                     rows.append({"seed": seed, "method": label, "ood": name, **m, "accuracy": res["accuracy"]})
     return pd.DataFrame(rows), extras
+
+
+@torch.no_grad()
+def collect_picks(model: nn.Module, data: Benchmark, sampler: str = "energy_cluster", *, n_draws: int = 50,
+                  n_candidates: int = 384, n_select: int = 64, n_clusters: int | None = None, two_way: bool = True,
+                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a sampler's picks land over many candidate draws (the model fixed, in eval mode).
+
+    Returns ``(picked_inputs, picked_energies)`` concatenated over ``n_draws`` draws of
+    ``n_candidates`` pool samples each.
+    """
+    from .sampling import get_sampler
+    from .scores import energy as energy_fn
+
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    fn = get_sampler(sampler)
+    xs, es = [], []
+    for _ in range(n_draws):
+        cand = data.aux_x[torch.randint(len(data.aux_x), (n_candidates,), generator=gen)]
+        logits, feats = model(cand, return_features=True)
+        e = energy_fn(logits)
+        kwargs = dict(n_select=n_select, generator=gen)
+        if sampler in ("energy_cluster", "dos"):
+            kwargs["n_clusters"] = n_clusters or (n_select // 2 if sampler == "energy_cluster" and two_way else n_select)
+        if sampler == "energy_cluster":
+            kwargs["two_way"] = two_way
+        idx = fn(feats, e, **kwargs)
+        xs.append(cand[idx])
+        es.append(e[idx])
+    model.train(was_training)
+    return torch.cat(xs), torch.cat(es)

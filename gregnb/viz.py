@@ -16,7 +16,7 @@ import torch
 
 from .metrics import fpr_at_tpr, threshold_at_tpr
 
-__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "plot_histories", "fig_to_png",
+__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "plot_histories", "feature_pca", "fig_to_png",
            "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
 
 ID_COLOR = "#1f77b4"
@@ -254,6 +254,35 @@ def plot_histories(histories: Mapping[str, Mapping[str, list]], key: str, ax=Non
     if logy:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
+    return ax
+
+
+def feature_pca(parts: Mapping, ax=None, *, fit_on: str | None = None, max_points: int = 1500, normalise: bool = True):
+    """Scatter penultimate features of several sets in the plane of their first two principal components.
+
+    Args:
+        parts: name -> ``(N, D)`` features (e.g. ID, pool, picks). Rows are L2-normalised first
+            (as the sampler does) when ``normalise``.
+        fit_on: the part whose PCA defines the plane (default: all parts together).
+    """
+    from sklearn.decomposition import PCA
+
+    ax = ax or plt.subplots(figsize=(5, 4.5))[1]
+    arrays = {}
+    for k, v in parts.items():
+        a = _np(v)[:max_points]
+        if normalise:
+            a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        arrays[k] = a
+    basis = arrays[fit_on] if fit_on else np.concatenate(list(arrays.values()))
+    pca = PCA(2).fit(basis)
+    colors = [ID_COLOR, AUX_COLOR] + OOD_COLORS
+    for (k, a), color in zip(arrays.items(), colors):
+        z = pca.transform(a)
+        ax.scatter(z[:, 0], z[:, 1], s=6, color=color, alpha=0.6, label=f"{k} ({len(a)})")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=8, markerscale=2)
     return ax
 
 

@@ -31,7 +31,7 @@ from .data.base import Benchmark
 from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images
 
 __all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer", "taylor_explorer",
-           "lambda_explorer"]
+           "lambda_explorer", "sampling_explorer"]
 
 
 class FigureExplorer(W.VBox):
@@ -371,3 +371,94 @@ def lambda_explorer(models: Mapping[float, nn.Module], data: Benchmark, *, exten
     options = sorted(models)
     controls = {"lam": W.SelectionSlider(options=options, value=options[0], description="λ∇", continuous_update=False)}
     return FigureExplorer(controls, draw, figsize=(9, 3.8))
+
+
+def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 384, n_draws: int = 8,
+                      max_k: int = 64) -> FigureExplorer:
+    """Algorithm 1 of GReg+ step by step on 2-D data.
+
+    Controls: ``stage`` (1 candidates by energy, 2 normalised features, 3 clusters, 4 picks), ``k``
+    (clusters), ``window`` (energy-rank slice kept), ``two_way``, ``draw`` (which candidate batch).
+    Left: the candidates in input space; right: their normalised penultimate features in the plane of
+    the first two principal components. Picks: triangles = lowest energy of a cluster (hard),
+    squares = highest (already detected). ``metrics``: numbers of picks and their mean energies.
+    """
+    from sklearn.decomposition import PCA
+
+    from .sampling import energy_cluster_sample, kmeans
+
+    if data.input_shape != (2,):
+        raise ValueError("sampling_explorer draws inputs in the plane: use a 2-D benchmark (gregnb.data.toy2d)")
+    gen = torch.Generator().manual_seed(0)
+    draws = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for _ in range(n_draws):
+            cand = data.aux_x[torch.randint(len(data.aux_x), (n_candidates,), generator=gen)]
+            logits, feats = model(cand, return_features=True)
+            f = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            draws.append(dict(x=cand.numpy(), feats=feats, energy=energy(logits), fz=PCA(2).fit_transform(f.numpy())))
+    model.train(was_training)
+    id_pts = data.train_x[:400].numpy()
+
+    def draw(fig, stage: str, k: int, window: tuple, two_way: bool, draw_index: int) -> dict:
+        d = draws[draw_index]
+        if not fig.axes:
+            fig.subplots(1, 2)
+            fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.9, wspace=0.15)
+        ax_x, ax_f = fig.axes[:2]
+        ax_x.cla()
+        ax_f.cla()
+        ax_x.scatter(id_pts[:, 0], id_pts[:, 1], s=3, color="0.8", label="ID (train)")
+        start, end = window
+        keep = d["energy"].argsort()[start:end]
+        in_window = np.zeros(n_candidates, bool)
+        in_window[keep.numpy()] = True
+        n_stage = int(stage[0])
+        if n_stage <= 2:
+            color, cmap = d["energy"].numpy(), "viridis"
+        else:
+            kk = min(k, int(in_window.sum()))
+            f = d["feats"][keep]
+            labels, _ = kmeans(f / f.norm(dim=1, keepdim=True).clamp_min(1e-12), kk,
+                               generator=torch.Generator().manual_seed(draw_index))
+            color = np.full(n_candidates, -1.0)
+            color[keep.numpy()] = labels.numpy()
+            cmap = "tab20"
+        shown = in_window if n_stage >= 2 else np.ones(n_candidates, bool)
+        for ax, pts in ((ax_x, d["x"]), (ax_f, d["fz"])):
+            ax.scatter(pts[~shown, 0], pts[~shown, 1], s=6, color="0.85", marker="x")
+            ax.scatter(pts[shown, 0], pts[shown, 1], s=10, c=color[shown], cmap=cmap)
+        out = {"candidates kept": int(shown.sum())}
+        if n_stage == 4:
+            kk = min(k, int(in_window.sum()))
+            idx = energy_cluster_sample(d["feats"], d["energy"], n_clusters=kk, two_way=two_way, window=(start, end),
+                                        generator=torch.Generator().manual_seed(draw_index)).numpy()
+            low, high = idx[:kk], idx[kk:]
+            for ax, pts in ((ax_x, d["x"]), (ax_f, d["fz"])):
+                ax.scatter(pts[low, 0], pts[low, 1], s=60, marker="^", facecolors="none", edgecolors="r", lw=1.5,
+                           label="lowest energy (hard)")
+                if len(high):
+                    ax.scatter(pts[high, 0], pts[high, 1], s=60, marker="s", facecolors="none", edgecolors="k",
+                               lw=1.5, label="highest energy (detected)")
+            e = d["energy"].numpy()
+            out.update({"hard picks": len(low), "detected picks": len(high), "mean E candidates": float(e.mean()),
+                        "mean E hard": float(e[low].mean()), "mean E detected": float(e[high].mean()) if len(high) else float("nan")})
+        titles = {1: "candidates, coloured by energy", 2: "kept by the window, by energy",
+                  3: f"k-means on normalised features (k={k})", 4: "picks per cluster"}
+        ax_x.set_title(f"input space: {titles[n_stage]}", fontsize=9)
+        ax_f.set_title("normalised features (PCA plane)", fontsize=9)
+        ax_x.legend(fontsize=7, loc="lower left")
+        return out
+
+    controls = {
+        "stage": W.ToggleButtons(options=["1 candidates", "2 features", "3 clusters", "4 picks"], value="4 picks",
+                                 description="stage"),
+        "k": W.IntSlider(value=16, min=2, max=max_k, description="k", continuous_update=False),
+        "window": W.IntRangeSlider(value=(0, n_candidates), min=0, max=n_candidates, description="window",
+                                   continuous_update=False),
+        "two_way": W.Checkbox(value=True, description="two-way"),
+        "draw_index": W.IntSlider(value=0, min=0, max=n_draws - 1, description="draw", continuous_update=False),
+    }
+    return FigureExplorer(controls, draw, figsize=(10, 4.2))
