@@ -19,7 +19,7 @@ from .models import MLP, SmallCNN
 from .train import History, fit
 
 __all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
-           "FINETUNE_RECIPES", "collect_picks"]
+           "FINETUNE_RECIPES", "collect_picks", "radius_summary"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -183,3 +183,35 @@ def collect_picks(model: nn.Module, data: Benchmark, sampler: str = "energy_clus
         es.append(e[idx])
     model.train(was_training)
     return torch.cat(xs), torch.cat(es)
+
+
+def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 200, ood: str | None = None,
+                   steps: int = 10, tpr: float = 0.95) -> dict[str, float]:
+    """Certified radii (E8) of correctly detected test points, capped at ``eps``, with the local
+    Lipschitz estimate on ``B_eps`` and with the global bound.
+
+    Returns medians (over ``n`` ID test points and ``n`` points of each OOD set, or of ``ood``) of the
+    local-estimate radii for ID and OOD, the same for the global bound, and the ratio
+    global bound / median local estimate.
+    """
+    from .lipschitz import certified_radius, global_lipschitz_bound, local_lipschitz
+    from .metrics import threshold_at_tpr
+    from .evaluate import predict_logits
+    from .scores import energy as energy_fn
+
+    t = -threshold_at_tpr(-energy_fn(predict_logits(model, data.test_x)), tpr)
+    sets = [data.ood[ood][:n]] if ood else [v[: max(1, n // len(data.ood))] for v in data.ood.values()]
+    out = {}
+    glob = global_lipschitz_bound(model)
+    local_all = []
+    for side, x in (("ID", data.test_x[:n]), ("OOD", torch.cat(sets))):
+        e = energy_fn(predict_logits(model, x))
+        correct = (e <= t) if side == "ID" else (e > t)
+        local = local_lipschitz(model, x, eps, steps=steps)
+        local_all.append(local)
+        r_local = certified_radius(e, t, local, eps=eps)[correct]
+        r_glob = certified_radius(e, t, glob, eps=eps)[correct]
+        out[f"median radius {side} (local)"] = float(r_local.median()) if len(r_local) else float("nan")
+        out[f"median radius {side} (global)"] = float(r_glob.median()) if len(r_glob) else float("nan")
+    out["global / median local"] = glob / float(torch.cat(local_all).median())
+    return out

@@ -16,7 +16,7 @@ import torch
 
 from .metrics import fpr_at_tpr, threshold_at_tpr
 
-__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "plot_histories", "feature_pca", "fig_to_png",
+__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "plot_histories", "plot_curves", "feature_pca", "fig_to_png",
            "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
 
 ID_COLOR = "#1f77b4"
@@ -253,6 +253,23 @@ def plot_histories(histories: Mapping[str, Mapping[str, list]], key: str, ax=Non
     ax.set_ylabel(ylabel or key)
     if logy:
         ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_curves(x, curves: Mapping[str, list], ax=None, *, xlabel: str = "", ylabel: str = "", styles=None):
+    """Curves over seeds: ``curves`` maps a label to a list of ``(len(x),)`` arrays (one per seed),
+    drawn as the mean with a min-max band. ``styles`` maps a label to matplotlib keyword arguments."""
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    xs = _np(x)
+    for i, (label, runs) in enumerate(curves.items()):
+        arr = np.stack([_np(r) for r in runs])
+        kw = {"color": f"C{i}", **(styles or {}).get(label, {})}
+        ax.plot(xs, arr.mean(0), label=label + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""), **kw)
+        if len(runs) > 1:
+            ax.fill_between(xs, arr.min(0), arr.max(0), color=kw["color"], alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return ax
 

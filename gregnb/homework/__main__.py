@@ -1,0 +1,5 @@
+import sys
+
+from .release import main
+
+sys.exit(main())
