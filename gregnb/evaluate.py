@@ -15,8 +15,10 @@ __all__ = ["predict_logits", "evaluate", "results_table"]
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, *, features: bool = False):
-    """Logits ``(N, K)`` (and penultimate features ``(N, D)`` if ``features``) in eval mode, on the CPU."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, *, features: bool = False,
+                   transform=None):
+    """Logits ``(N, K)`` (and penultimate features ``(N, D)`` if ``features``) in eval mode, on the CPU.
+    ``transform`` (e.g. ``data.eval_transform``) is applied to each batch on the model's device."""
     if len(x) == 0:
         raise ValueError("x is empty: nothing to predict")
     was_training = model.training
@@ -24,7 +26,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, *,
     dev = next(model.parameters()).device
     outs, feats = [], []
     for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size].to(dev), return_features=features)
+        xb = x[i:i + batch_size].to(dev)
+        out = model(transform(xb) if transform is not None else xb, return_features=features)
         if features:
             out, h = out
             feats.append(h.float().cpu())
@@ -41,10 +44,12 @@ def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperatu
     Returns ``{"accuracy": float, "ood": {name: metrics}, "mean": metrics averaged over sets}``.
     """
     fn = score_fn(score)
-    id_logits = predict_logits(model, data.test_x)
+    tf = data.eval_transform
+    id_logits = predict_logits(model, data.test_x, transform=tf)
     acc = (id_logits.argmax(1) == data.test_y).float().mean().item()
     id_s = fn(id_logits, temperature)
-    per_set = {name: ood_metrics(id_s, fn(predict_logits(model, x), temperature), tpr) for name, x in data.ood.items()}
+    per_set = {name: ood_metrics(id_s, fn(predict_logits(model, x, transform=tf), temperature), tpr)
+               for name, x in data.ood.items()}
     keys = next(iter(per_set.values())).keys() if per_set else []
     mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
     return {"accuracy": acc, "ood": per_set, "mean": mean}

@@ -11,7 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "ResNet18_32x32", "resnet18_32x32", "build_model"]
+__all__ = ["MLP", "SmallCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3", "densenet100",
+           "build_model", "ARCHS"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
 
@@ -135,9 +136,131 @@ def resnet18_32x32(n_classes: int = 10, in_channels: int = 3) -> ResNet18_32x32:
     return ResNet18_32x32(n_classes, in_channels)
 
 
+class _WideBasic(nn.Module):
+    """Pre-activation wide residual block (Zagoruyko & Komodakis), as in the OE / energy code."""
+
+    def __init__(self, cin: int, cout: int, stride: int, drop: float):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.drop = drop
+        self.equal = cin == cout
+        self.shortcut = None if self.equal else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = torch.relu(self.bn1(x))
+        y = self.conv1(o)
+        y = torch.relu(self.bn2(y))
+        if self.drop > 0:
+            y = nn.functional.dropout(y, p=self.drop, training=self.training)
+        y = self.conv2(y)
+        return y + (x if self.equal else self.shortcut(o))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-widen for 32x32 inputs. ``wrn40_2`` is the energy paper's and GReg's CIFAR network.
+    Features: the global average pool of the last stage (64 * widen channels)."""
+
+    def __init__(self, depth: int = 40, widen: int = 2, n_classes: int = 10, in_channels: int = 3, drop: float = 0.3):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks = []
+        for stage, stride in zip(range(3), (1, 2, 2)):
+            for i in range(n):
+                blocks.append(_WideBasic(widths[stage] if i == 0 else widths[stage + 1], widths[stage + 1],
+                                         stride if i == 0 else 1, drop))
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(widths[3])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(widths[3], n_classes)
+        self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, widths[3]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"WideResNet expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        h = self.pool(torch.relu(self.bn(self.blocks(self.conv1(x)))))
+        logits = self.fc(h)
+        return (logits, h) if return_features else logits
+
+
+def wrn40_2(n_classes: int = 10, in_channels: int = 3, drop: float = 0.3) -> WideResNet:
+    """WRN-40-2 (dropout 0.3, as in the OE / energy papers' CIFAR models)."""
+    return WideResNet(40, 2, n_classes, in_channels, drop)
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, 4 * growth, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(4 * growth), nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False)
+
+    def forward(self, x):
+        y = self.conv1(torch.relu(self.bn1(x)))
+        y = self.conv2(torch.relu(self.bn2(y)))
+        return torch.cat([x, y], 1)
+
+
+class _Transition(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        return nn.functional.avg_pool2d(self.conv(torch.relu(self.bn(x))), 2)
+
+
+class DenseNet3(nn.Module):
+    """DenseNet-BC for 32x32 inputs (three dense blocks, compression 0.5). ``densenet100`` is the
+    depth-100, growth-12 network of the OE / energy / GReg CIFAR experiments (342-d features)."""
+
+    def __init__(self, depth: int = 100, growth: int = 12, n_classes: int = 10, in_channels: int = 3,
+                 reduction: float = 0.5):
+        super().__init__()
+        n = (depth - 4) // 6  # bottleneck layers per block
+        c = 2 * growth
+        self.conv1 = nn.Conv2d(in_channels, c, 3, 1, 1, bias=False)
+        layers: list[nn.Module] = []
+        for block in range(3):
+            for _ in range(n):
+                layers.append(_Bottleneck(c, growth))
+                c += growth
+            if block < 2:
+                out = int(c * reduction)
+                layers.append(_Transition(c, out))
+                c = out
+        self.blocks = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(c)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, n_classes)
+        self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, c
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"DenseNet3 expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        h = self.pool(torch.relu(self.bn(self.blocks(self.conv1(x)))))
+        logits = self.fc(h)
+        return (logits, h) if return_features else logits
+
+
+def densenet100(n_classes: int = 10, in_channels: int = 3) -> DenseNet3:
+    """DenseNet-BC-100 with growth rate 12."""
+    return DenseNet3(100, 12, n_classes, in_channels)
+
+
+#: name -> constructor ``(n_classes=..., in_channels=...)`` for the CLI
+ARCHS = {"small_cnn": SmallCNN, "resnet18_32x32": resnet18_32x32, "wrn40_2": wrn40_2, "densenet100": densenet100}
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a model by name: ``"mlp"``, ``"small_cnn"`` or ``"resnet18_32x32"``."""
-    registry = {"mlp": MLP, "small_cnn": SmallCNN, "resnet18_32x32": ResNet18_32x32}
+    """Build a model by name: ``"mlp"``, ``"small_cnn"``, ``"resnet18_32x32"``, ``"wrn40_2"``, ``"densenet100"``."""
+    registry = {"mlp": MLP, **ARCHS}
     try:
         return registry[name](**kwargs)
     except KeyError:

@@ -21,8 +21,10 @@ New methods register a step function with :func:`register_method` without touchi
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -45,7 +47,9 @@ __all__ = ["TrainConfig", "History", "fit", "METHODS", "register_method", "StepF
 class TrainConfig:
     """Hyper-parameters of :func:`fit`. Unknown names raise, so typos do not pass silently.
 
-    ``lr`` is the peak learning rate; ``schedule="cosine"`` anneals it to 0 per step.
+    ``lr`` is the peak learning rate; ``schedule="cosine"`` anneals it to 0 per step, ``"multistep"``
+    multiplies it by ``gamma`` at each epoch in ``milestones``. ``amp``: bf16 autocast on CUDA (ignored
+    elsewhere); ``channels_last``: NHWC memory format for convolutions.
     ``aux_batch_size`` is the number of pool samples drawn per step by methods that use
     outliers (default: twice ``batch_size``, as in the energy paper's CIFAR recipe).
     Outlier methods: ``m_in``/``m_out`` are the energy margins (required by "energy", "greg",
@@ -71,6 +75,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    amp: bool = False
+    channels_last: bool = False
     seed: int = 0
     progress: bool = True
     m_in: float | None = None
@@ -101,8 +109,9 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in ("cosine", "constant", "multistep"):
+            raise ValueError(f"schedule must be 'cosine', 'constant' or 'multistep', got {self.schedule!r}")
+        self.milestones = tuple(int(m) for m in self.milestones)
         if self.convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
         if self.penalize not in ("correct", "all"):
@@ -245,14 +254,16 @@ class History(dict):
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode, as a fraction."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, transform=None) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode, as a fraction (``transform``: e.g. normalisation)."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += (model(x[i:i + batch_size].to(dev)).argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+        xb = x[i:i + batch_size].to(dev)
+        xb = transform(xb) if transform is not None else xb
+        correct += (model(xb).argmax(1).cpu() == y[i:i + batch_size].cpu()).sum().item()
     model.train(was_training)
     return correct / len(x)
 
@@ -264,29 +275,87 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                            weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "cosine":  # per step, to zero at the last step (as the energy paper's fine-tune)
+        fn = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+    elif cfg.schedule == "multistep":  # x gamma at each milestone epoch (GReg+: 0.1 -> 0.01 after epoch 50)
+        fn = lambda s: cfg.gamma ** sum(s >= m * steps_per_epoch for m in cfg.milestones)  # noqa: E731
+    else:
+        fn = lambda s: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(opt, fn)
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size): from torch.distributed when a process group is up (torchrun), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["gen"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain_config(cfg: TrainConfig) -> dict:
+    """The config with tuples as lists, so a checkpoint loads with weights_only=True."""
+    out = {}
+    for k, v in asdict(cfg).items():
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | torch.device | None = None,
-        step_hook: Callable[[int, dict], None] | None = None, **config) -> History:
+        step_hook: Callable[[int, dict], None] | None = None, checkpoint: str | os.PathLike | None = None,
+        resume: bool = False, **config) -> History:
     """Train ``model`` on ``data`` with a registered ``method`` and return its :class:`History`.
 
     Args:
-        model: any module mapping ``data.train_x`` batches to logits ``(B, K)``.
+        model: any module mapping (transformed) ``data.train_x`` batches to logits ``(B, K)``.
         data: a :class:`~gregnb.data.Benchmark`; methods that use outliers draw from ``data.aux_x``.
-        method: a key of :data:`METHODS` (``"ce"`` here; later chapters register more).
+            Its ``train_transform`` / ``eval_transform`` (if any) are applied to batches on the device,
+            so uint8 images held on the GPU are augmented there.
+        method: a key of :data:`METHODS`.
         device: default :func:`gregnb.config.device`.
         step_hook: called after every optimiser step with ``(global_step, logs)``.
+        checkpoint: a file (e.g. ``out/last.pt``) written atomically after every epoch with the model,
+            optimiser, scheduler, RNG states, epoch and history.
+        resume: continue from ``checkpoint`` if it exists: the result equals an uninterrupted run.
         **config: fields of :class:`TrainConfig` (epochs, batch_size, lr, ...).
+
+    Under ``torchrun`` (a process group initialised), each process takes its contiguous shard of every
+    global batch (``batch_size`` and ``aux_batch_size`` are global) and the model is wrapped in
+    DistributedDataParallel; only rank 0 writes the checkpoint.
 
     The history holds, per epoch: ``loss`` (mean total loss), the step logs (e.g. ``loss_ce``,
     ``train_acc``) averaged over the epoch, ``test_acc`` (eval mode, on ``data.test_x``), ``lr``,
     ``epoch_seconds`` (wall time of the epoch's training steps) and, if ``log_grad_norms``,
-    ``grad_norm_id`` / ``grad_norm_aux``.
-    Same seed, same data, same device -> same weights.
+    ``grad_norm_id`` / ``grad_norm_aux``. Same seed, same data, same device -> same weights.
     """
+    from .cache import load_checkpoint, save_checkpoint
+
     cfg = TrainConfig(method=method, **config)
     spec = METHODS[cfg.method]
     dev = torch.device(device) if device is not None else default_device()
+    rank, world = _dist_info()
     gen = seed_everything(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     model.to(dev)
+    if cfg.channels_last and data.train_x.ndim == 4:
+        model.to(memory_format=torch.channels_last)
     x_all, y_all = data.train_x, data.train_y
     if len(x_all) != len(y_all) or len(x_all) == 0:
         raise ValueError(f"train_x and train_y must be non-empty and of equal length, got {len(x_all)} and {len(y_all)}")
@@ -294,45 +363,77 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
     if spec.uses_aux and (data.aux_x is None or len(data.aux_x) == 0):
         raise ValueError(f"method {cfg.method!r} trains with auxiliary outliers but data.aux_x is empty; "
                          f"use a benchmark with a pool or method='ce'")
+    if world > 1 and (cfg.batch_size % world or aux_bs % world):
+        raise ValueError(f"batch_size ({cfg.batch_size}) and the outlier batch ({aux_bs}) are global and must "
+                         f"divide by the number of processes ({world})")
     steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    train_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = _make_optimizer(model, cfg)
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    sched = _scheduler(opt, cfg, steps_per_epoch)
     history = History()
-    step = 0
+    step, start_epoch = 0, 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=dev)
+        if state.get("config", {}).get("method") != cfg.method:
+            raise ValueError(f"{ckpt_path} was written by method {state.get('config', {}).get('method')!r}, "
+                             f"not {cfg.method!r}; use another --out folder or the same method")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = History({k: list(v) for k, v in state["history"].items()})
+        step, start_epoch = int(state["step"]), int(state["epoch"])
+        _set_rng_state(state["rng"], gen)
     probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
     probe_id = x_all[torch.randperm(len(x_all), generator=probe_gen)[:256]]
     probe_aux = None
     if data.aux_x is not None and len(data.aux_x):
         probe_aux = data.aux_x[torch.randperm(len(data.aux_x), generator=probe_gen)[:256]]
-    bar = tqdm(range(cfg.epochs), desc=f"{cfg.method}", disable=not cfg.progress, leave=False)
-    for _ in bar:
+    amp = cfg.amp and dev.type == "cuda"
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method}", disable=not cfg.progress or rank != 0,
+               leave=False, initial=start_epoch, total=cfg.epochs)
+    for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()
         sums: dict[str, float] = {}
         order = torch.randperm(len(x_all), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            if len(idx) < 2 and steps_per_epoch > 1:
+            if len(idx) < 2 * world and steps_per_epoch > 1:
                 continue  # a 1-sample tail batch breaks BatchNorm; skip it
-            x, y = x_all[idx].to(dev, non_blocking=True), y_all[idx].to(dev, non_blocking=True)
-            x_aux = None
-            if spec.uses_aux:
-                aux_idx = torch.randint(len(data.aux_x), (aux_bs,), generator=gen)  # with replacement
-                x_aux = data.aux_x[aux_idx].to(dev, non_blocking=True)
-            loss, logs = spec.step(model, x, y, x_aux, cfg, step)
+            aux_idx = torch.randint(len(data.aux_x), (aux_bs,), generator=gen) if spec.uses_aux else None
+            if world > 1:  # contiguous shards of the global batch (the tail batch may be uneven: chunk handles it)
+                idx = idx.chunk(world)[rank]
+                aux_idx = aux_idx.chunk(world)[rank] if aux_idx is not None else None
+            x = data.prepare_train(x_all[idx].to(dev, non_blocking=True), gen)
+            y = y_all[idx].to(dev, non_blocking=True)
+            x_aux = data.prepare_train(data.aux_x[aux_idx].to(dev, non_blocking=True), gen) if aux_idx is not None else None
+            if cfg.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+                x_aux = x_aux.contiguous(memory_format=torch.channels_last) if x_aux is not None else None
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss, logs = spec.step(train_model, x, y, x_aux, cfg, step)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step} of method {cfg.method!r}; "
-                                         f"lower the learning rate (now {sched.get_last_lr()[0]:.3g}) or check the inputs")
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step} (epoch {epoch + 1}) of method "
+                                         f"{cfg.method!r}; lower the learning rate (now {sched.get_last_lr()[0]:.3g}) "
+                                         f"or check the inputs. The last good checkpoint is kept"
+                                         + (f" at {ckpt_path}" if ckpt_path else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            logs = {"loss": loss.item(), **logs}
+            loss_value = loss.detach().float()
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(loss_value)
+                loss_value /= world
+            logs = {"loss": loss_value.item(), **logs}
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             sums["_n"] = sums.get("_n", 0.0) + 1
@@ -344,11 +445,18 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
             history.setdefault(k, []).append(v / n)
         history.setdefault("lr", []).append(sched.get_last_lr()[0])
         history.setdefault("epoch_seconds", []).append(epoch_seconds)
-        history.setdefault("test_acc", []).append(accuracy(model, data.test_x, data.test_y))
+        history.setdefault("test_acc", []).append(accuracy(model, data.test_x, data.test_y, transform=data.eval_transform))
         if cfg.log_grad_norms:  # the paper's Fig. 3: input-gradient norms over training
-            history.setdefault("grad_norm_id", []).append(input_gradient_norm(model, probe_id).mean().item())
+            history.setdefault("grad_norm_id", []).append(
+                input_gradient_norm(model, data.prepare_eval(probe_id.to(dev))).mean().item())
             if probe_aux is not None:
-                history.setdefault("grad_norm_aux", []).append(input_gradient_norm(model, probe_aux).mean().item())
+                history.setdefault("grad_norm_aux", []).append(
+                    input_gradient_norm(model, data.prepare_eval(probe_aux.to(dev))).mean().item())
+        if ckpt_path is not None and rank == 0:
+            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
+                             "history": {k: list(v) for k, v in history.items()}, "rng": _rng_state(gen),
+                             "config": _plain_config(cfg)}, ckpt_path)
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_acc'][-1]:.3f}")
     model.eval()
     history.config = asdict(cfg)  # type: ignore[attr-defined]

@@ -40,7 +40,9 @@ def test_energy_checker(capsys):
     assert v.status == "wrong" and "factor T" in v.hint
     out = capsys.readouterr().out
     assert "logsumexp" not in out.split("hint")[0]  # the verdict shows no reference code
-    assert check_energy(lambda z, T=1.0: (_ for _ in ()).throw(NotImplementedError())).status == "error"
+    with pytest.raises(NotImplementedError):  # an unanswered stub stops the notebook at its question
+        check_energy(lambda z, T=1.0: (_ for _ in ()).throw(NotImplementedError()))
+    assert "NotImplementedError" in capsys.readouterr().out
 
 
 def test_fpr95_checker():
@@ -109,10 +111,13 @@ def test_release_hides_solutions_and_hidden_tests(src):
     student = nbformat.read(RELEASE_DIR / src.name, as_version=4)
     text = "\n".join(c.source for c in student.cells)
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
-    secret = []
+    secret, outside = [], []
     for c in source.cells:
         for block in re.findall(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END", c.source, re.S):
             secret += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 12 and "HINT" not in ln]
+        outside += re.sub(r"### BEGIN (SOLUTION|HIDDEN TESTS).*?### END \1", "", c.source, flags=re.S).splitlines()
+    visible = {ln.strip() for ln in outside}
+    secret = [ln for ln in secret if ln not in visible]  # a line that is also in a visible cell is no secret
     assert secret, "the source marks no solution"
     for line in secret:
         assert line not in text, f"solution text leaked into the student version: {line}"
@@ -156,6 +161,10 @@ def test_student_version_runs_until_the_first_stub(path):
     with pytest.raises(CellExecutionError) as info:
         client.execute()
     assert "NotImplementedError" in str(info.value)
-    failed = [c for c in nb.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert len(failed) == 1
-    assert failed[0].metadata["nbgrader"]["solution"] is True  # the first stub, not a setup or test cell
+    errors = [(i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert len(errors) == 1 and errors[0][1]["ename"] == "NotImplementedError"
+    i = errors[0][0]
+    # it is the first question: its stub cell, or the test cell right after the first stub
+    first_stub = next(j for j, c in enumerate(nb.cells) if c.cell_type == "code" and "raise NotImplementedError" in c.source)
+    assert i in (first_stub, first_stub + 1)
+    assert "Hint:" in errors[0][1]["evalue"] or "replace" in errors[0][1]["evalue"]

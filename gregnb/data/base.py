@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -20,6 +21,9 @@ class Benchmark:
         ood: test OOD sets, name -> inputs. Drawn from sources disjoint from ``aux_x``.
         n_classes: number of ID classes K.
         sources: name of each part -> where it came from (for the data card).
+        train_transform: optional batch transform for training, ``(x, generator) -> model input``
+            (e.g. uint8 images -> augmented, normalised floats on the same device); None = identity.
+        eval_transform: optional batch transform for evaluation, ``x -> model input``.
     """
 
     name: str
@@ -31,6 +35,16 @@ class Benchmark:
     ood: dict[str, torch.Tensor]
     n_classes: int
     sources: dict[str, str] = field(default_factory=dict)
+    train_transform: Callable | None = None
+    eval_transform: Callable | None = None
+
+    def prepare_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the model sees it at test time."""
+        return self.eval_transform(x) if self.eval_transform is not None else x
+
+    def prepare_train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` as the model sees it in training (augmented when the benchmark says so)."""
+        return self.train_transform(x, generator) if self.train_transform is not None else x
 
     @property
     def input_shape(self) -> tuple[int, ...]:

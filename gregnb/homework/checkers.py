@@ -9,7 +9,9 @@ reference implementation in :mod:`gregnb` and prints a friendly verdict:
   typical mistake (wrong sign, OOD as positive, squared norm, unmasked penalty, forgotten temperature...).
 
 The verdict never shows the reference code. Each checker also returns a :class:`Verdict` so tests
-and graders can use it: ``check_energy(my_energy).ok``.
+and graders can use it: ``check_energy(my_energy).ok``. A function that still raises
+``NotImplementedError`` (an unanswered stub) gets a message and the error is raised again, so a
+notebook stops at the first unanswered question.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def _run(name: str, cases: list[tuple[str, Callable[[], object], Callable[[], ob
             v = Verdict(name, "error", failing_case=desc, hint="the function still raises NotImplementedError: "
                                                                "replace the stub with your code", n_cases=len(cases))
             print(v)
-            return v
+            raise  # the notebook stops here, at the unanswered question, with the stub's own message
         except Exception as err:
             tb = traceback.format_exception_only(type(err), err)[-1].strip()
             v = Verdict(name, "error", failing_case=f"{desc} raised {tb}", n_cases=len(cases),

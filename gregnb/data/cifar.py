@@ -1,0 +1,211 @@
+"""Paper-scale data: CIFAR-10/100 as ID, the six OOD test sets, and the auxiliary outlier pool.
+
+Everything is returned as uint8 tensors ``(N, 32, 32, 3)`` (channels last, as stored), so the whole
+training set and a 300K-image pool fit on a GPU; :func:`gpu_augment` and :func:`normalize` turn
+batches into float ``(B, 3, 32, 32)`` on the device (method.md §4.5: gradients, and so radii, live in
+the normalised space).
+
+Where each file goes (under ``root``, default :func:`gregnb.config.data_dir`) and where to get it:
+
+================  ==========================================  ==============================================
+set               expected path                               source
+================  ==========================================  ==============================================
+CIFAR-10 / 100    ``cifar-10-batches-py/``, ``cifar-100-python/``   torchvision downloads it (``download=True``)
+SVHN (test)       ``svhn/test_32x32.mat``                      http://ufldl.stanford.edu/housenumbers/test_32x32.mat
+Textures (DTD)    ``dtd/images/<class>/*.jpg``                 https://www.robots.ox.ac.uk/~vgg/data/dtd/
+Places365         ``places365/**/*.jpg`` (any image folder)    http://places2.csail.mit.edu/download.html (val_256)
+LSUN-C            ``LSUN/**/*.jpg``                            ODIN: https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz
+LSUN-R            ``LSUN_resize/**/*.jpg``                     ODIN: https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz
+iSUN              ``iSUN/**/*.jpg``                            ODIN: https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz
+aux pool          ``300K_random_images.npy`` or a folder       https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy
+================  ==========================================  ==============================================
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import data_dir
+from .base import Benchmark
+
+__all__ = ["load_cifar", "load_svhn", "load_image_folder", "load_aux_pool", "load_ood_sets", "load_cifar_benchmark",
+           "normalize", "gpu_augment", "CIFAR_MEAN", "CIFAR_STD", "OOD_SETS", "DEFAULT_MARGINS"]
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+#: margins (m_in, m_out) of the energy paper's run script; the GReg code's default is (-25, -7)
+DEFAULT_MARGINS = {"cifar10": (-23.0, -5.0), "cifar100": (-27.0, -5.0)}
+
+OOD_SETS = {
+    "Textures": ("dtd/images", "https://www.robots.ox.ac.uk/~vgg/data/dtd/ (extract dtd-r1.0.1.tar.gz)"),
+    "SVHN": ("svhn/test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat"),
+    "Places365": ("places365", "http://places2.csail.mit.edu/download.html (val_256, or the OE repo's 10K subset)"),
+    "LSUN-C": ("LSUN", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz (ODIN)"),
+    "LSUN-R": ("LSUN_resize", "https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz (ODIN)"),
+    "iSUN": ("iSUN", "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz (ODIN)"),
+}
+_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def _root(root) -> Path:
+    return Path(root) if root is not None else data_dir()
+
+
+def _missing(path: Path, what: str, source: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} not found: expected {path}. Get it from {source} and place it there "
+                             f"(or pass root=... / set GREGNB_DATA).")
+
+
+def load_cifar(name: str = "cifar10", root: str | os.PathLike | None = None, download: bool = False):
+    """CIFAR-10 or CIFAR-100 through torchvision: ``(train_x, train_y, test_x, test_y)``, images uint8
+    ``(N, 32, 32, 3)``, labels int64. ``download=True`` fetches it into ``root`` when the network allows."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    if name not in ("cifar10", "cifar100"):
+        raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
+    root = _root(root)
+    cls, folder = (CIFAR10, "cifar-10-batches-py") if name == "cifar10" else (CIFAR100, "cifar-100-python")
+    if not download and not (root / folder).exists():
+        raise _missing(root / folder, name.upper(), "torchvision: load_cifar(..., download=True), or "
+                       "https://www.cs.toronto.edu/~kriz/cifar.html (python version, extracted)")
+    out = []
+    for train in (True, False):
+        try:
+            ds = cls(str(root), train=train, download=download)
+        except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
+            raise _missing(root / folder, name.upper(), "https://www.cs.toronto.edu/~kriz/cifar.html") from err
+        out += [torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.targets, dtype=torch.int64)]
+    return tuple(out)
+
+
+def load_svhn(root: str | os.PathLike | None = None, max_images: int | None = None) -> torch.Tensor:
+    """The SVHN test split from ``svhn/test_32x32.mat`` as uint8 ``(N, 32, 32, 3)``."""
+    from scipy.io import loadmat
+
+    path = _root(root) / OOD_SETS["SVHN"][0]
+    if not path.exists():
+        raise _missing(path, "SVHN test set", OOD_SETS["SVHN"][1])
+    x = loadmat(str(path))["X"]  # (32, 32, 3, N)
+    x = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2))))
+    return x[:max_images] if max_images else x
+
+
+def _to_32(img: Image.Image) -> np.ndarray:
+    """Resize the shorter side to 32 (bilinear) and centre-crop 32x32, as the OE / energy code does."""
+    img = img.convert("RGB")
+    w, h = img.size
+    s = 32 / min(w, h)
+    if s != 1:
+        img = img.resize((max(32, round(w * s)), max(32, round(h * s))), Image.Resampling.BILINEAR)
+    w, h = img.size
+    left, top = (w - 32) // 2, (h - 32) // 2
+    return np.asarray(img.crop((left, top, left + 32, top + 32)), dtype=np.uint8)
+
+
+def load_image_folder(path: str | os.PathLike, max_images: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Every image under ``path`` (recursively; jpg/png/bmp/webp) as uint8 ``(N, 32, 32, 3)``, resized and
+    centre-cropped to 32x32. With ``max_images``, a seeded random subset of the files."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"image folder not found: {path}")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_EXT)
+    if not files:
+        raise FileNotFoundError(f"no images (jpg/png/bmp/webp) under {path}")
+    if max_images and len(files) > max_images:
+        idx = np.random.default_rng(seed).choice(len(files), max_images, replace=False)
+        files = [files[i] for i in sorted(idx)]
+    out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
+    for i, f in enumerate(files):
+        with Image.open(f) as img:
+            out[i] = _to_32(img)
+    return torch.from_numpy(out)
+
+
+def load_aux_pool(source: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+                  max_images: int | None = None) -> torch.Tensor:
+    """The auxiliary outlier pool as uint8 ``(N, 32, 32, 3)``: a ``.npy`` array of that shape (the 300K
+    random images file, memory-mapped) or any image folder. Default: ``root/300K_random_images.npy``."""
+    path = Path(source) if source is not None else _root(root) / "300K_random_images.npy"
+    if path.suffix == ".npy":
+        if not path.exists():
+            raise _missing(path, "auxiliary pool", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy")
+        arr = np.load(path, mmap_mode="r")
+        if arr.ndim != 4 or arr.shape[1:] != (32, 32, 3) or arr.dtype != np.uint8:
+            raise ValueError(f"{path} must hold uint8 images of shape (N, 32, 32, 3), got {arr.dtype} {arr.shape}")
+        return torch.from_numpy(np.ascontiguousarray(arr[:max_images] if max_images else arr))
+    if not path.exists():
+        raise _missing(path, "auxiliary pool folder", "any folder of natural images, or the 300K random images .npy")
+    return load_image_folder(path, max_images)
+
+
+def load_ood_sets(root: str | os.PathLike | None = None, names=tuple(OOD_SETS), max_images: int | None = None,
+                  skip_missing: bool = False) -> dict[str, torch.Tensor]:
+    """The paper's OOD test sets, name -> uint8 ``(N, 32, 32, 3)``. A missing set raises FileNotFoundError
+    naming the expected path and its source, unless ``skip_missing`` (then it is left out with a warning)."""
+    import warnings
+
+    root = _root(root)
+    out = {}
+    for name in names:
+        if name not in OOD_SETS:
+            raise ValueError(f"unknown OOD set {name!r}; choose from {list(OOD_SETS)}")
+        rel, source = OOD_SETS[name]
+        try:
+            if name == "SVHN":
+                out[name] = load_svhn(root, max_images)
+            else:
+                if not (root / rel).is_dir():
+                    raise _missing(root / rel, f"OOD set {name}", source)
+                out[name] = load_image_folder(root / rel, max_images)
+        except FileNotFoundError as err:
+            if not skip_missing:
+                raise
+            warnings.warn(str(err))
+    return out
+
+
+def load_cifar_benchmark(name: str = "cifar10", root: str | os.PathLike | None = None, *, download: bool = False,
+                         aux: str | os.PathLike | None = None, max_aux: int | None = None,
+                         max_ood: int | None = None, skip_missing_ood: bool = True) -> Benchmark:
+    """CIFAR as a :class:`~gregnb.data.Benchmark` of uint8 NHWC tensors with the transforms attached:
+    ``train_transform`` (random crop with 4-pixel zero padding + horizontal flip, then normalisation) and
+    ``eval_transform`` (normalisation only), both batched and device-agnostic."""
+    train_x, train_y, test_x, test_y = load_cifar(name, root, download)
+    return Benchmark(
+        name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+        aux_x=load_aux_pool(aux, root, max_aux), ood=load_ood_sets(root, max_images=max_ood, skip_missing=skip_missing_ood),
+        n_classes=10 if name == "cifar10" else 100,
+        sources={"id": f"{name} (torchvision)", "aux": str(aux or "300K_random_images.npy"),
+                 "ood": ", ".join(OOD_SETS)},
+        train_transform=gpu_augment, eval_transform=normalize)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, 32, 32, 3)`` (or float NCHW in [0, 1]) -> float ``(B, 3, 32, 32)`` normalised with the
+    CIFAR mean and std, on ``x``'s device."""
+    if x.dtype == torch.uint8:
+        x = x.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def gpu_augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip for a whole batch at once, on ``x``'s device
+    (no per-image Python), then :func:`normalize`. ``x``: uint8 ``(B, H, W, 3)``."""
+    b, h, w, _ = x.shape
+    dev = x.device
+    xp = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad))  # (B, 3, H+2p, W+2p), zeros
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
+    rows = oy[:, None] + torch.arange(h, device=dev)  # (B, H)
+    cols = ox[:, None] + torch.arange(w, device=dev)  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
+    return normalize(out)
