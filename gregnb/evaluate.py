@@ -72,3 +72,45 @@ def results_table(results: dict[str, dict], metric_names=("fpr95", "auroc"), per
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
     return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gregnb.evaluate --ckpt OUT/last.pt``: accuracy and per-OOD-set metrics of a saved model."""
+    import argparse
+    import json
+
+    from .cache import load_checkpoint
+    from .models import build_model
+    from .train import load_dataset
+
+    ap = argparse.ArgumentParser(prog="python -m gregnb.evaluate", description=main.__doc__)
+    ap.add_argument("--ckpt", required=True, help="a checkpoint written by python -m gregnb.train")
+    ap.add_argument("--dataset", help="default: the one recorded in the checkpoint")
+    ap.add_argument("--arch", help="default: the one recorded in the checkpoint")
+    ap.add_argument("--score", default="energy", choices=["energy", "msp", "max_logit"])
+    ap.add_argument("--data-root")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args(argv)
+    state = load_checkpoint(args.ckpt)
+    meta = state.get("meta", {})
+    dataset, arch = args.dataset or meta.get("dataset"), args.arch or meta.get("arch")
+    if not dataset or not arch:
+        raise SystemExit(f"{args.ckpt} records no dataset/arch: pass --dataset and --arch")
+    data = load_dataset(dataset, root=args.data_root, seed=int(meta.get("seed", 0)))
+    model = build_model(arch, n_classes=data.n_classes, in_channels=int(meta.get("in_channels", 1 if dataset == "digits" else 3)))
+    model.load_state_dict(state["model"])
+    res = evaluate(model, data, score=args.score)
+    print(f"{'set':<14} {'FPR95':>7} {'AUROC':>7} {'AUPR-In':>8} {'AUPR-Out':>9}   (%, ID positive, score={args.score})")
+    for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
+        print(f"{name:<14} {100 * m['fpr95']:>7.2f} {100 * m['auroc']:>7.2f} {100 * m['aupr_in']:>8.2f} {100 * m['aupr_out']:>9.2f}")
+    print(f"ID accuracy: {100 * res['accuracy']:.2f}%")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

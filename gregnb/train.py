@@ -319,7 +319,7 @@ def _plain_config(cfg: TrainConfig) -> dict:
 
 def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | torch.device | None = None,
         step_hook: Callable[[int, dict], None] | None = None, checkpoint: str | os.PathLike | None = None,
-        resume: bool = False, **config) -> History:
+        resume: bool = False, checkpoint_extra: dict | None = None, **config) -> History:
     """Train ``model`` on ``data`` with a registered ``method`` and return its :class:`History`.
 
     Args:
@@ -333,6 +333,7 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
         checkpoint: a file (e.g. ``out/last.pt``) written atomically after every epoch with the model,
             optimiser, scheduler, RNG states, epoch and history.
         resume: continue from ``checkpoint`` if it exists: the result equals an uninterrupted run.
+        checkpoint_extra: more entries for the checkpoint (e.g. ``{"meta": {...}}`` naming data and model).
         **config: fields of :class:`TrainConfig` (epochs, batch_size, lr, ...).
 
     Under ``torchrun`` (a process group initialised), each process takes its contiguous shard of every
@@ -456,8 +457,156 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
                              "history": {k: list(v) for k, v in history.items()}, "rng": _rng_state(gen),
-                             "config": _plain_config(cfg)}, ckpt_path)
+                             "config": _plain_config(cfg), **(checkpoint_extra or {})}, ckpt_path)
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_acc'][-1]:.3f}")
     model.eval()
     history.config = asdict(cfg)  # type: ignore[attr-defined]
     return history
+
+
+# ---------------------------------------------------------------- command line
+
+def load_dataset(name: str, *, root: str | None = None, aux: str | None = None, download: bool = False,
+                 seed: int = 0, max_aux: int | None = None) -> Benchmark:
+    """A benchmark by CLI name: "digits" (offline) or "cifar10" / "cifar100" (files under ``root``)."""
+    if name == "digits":
+        from .data.digits import load_benchmark
+
+        return load_benchmark(seed)
+    if name in ("cifar10", "cifar100"):
+        from .data.cifar import load_cifar_benchmark
+
+        return load_cifar_benchmark(name, root, download=download, aux=aux, max_aux=max_aux)
+    raise ValueError(f"unknown dataset {name!r}; choose digits, cifar10 or cifar100")
+
+
+def _to_device_if_fits(data: Benchmark, dev: torch.device, fraction: float = 0.5) -> None:
+    """Move the image tensors to the GPU when they take less than ``fraction`` of its free memory."""
+    if dev.type != "cuda":
+        return
+    parts = [data.train_x, data.test_x, data.aux_x, *data.ood.values()]
+    need = sum(t.numel() * t.element_size() for t in parts)
+    free, _ = torch.cuda.mem_get_info(dev)
+    if need < fraction * free:
+        data.train_x, data.test_x = data.train_x.to(dev), data.test_x.to(dev)
+        data.aux_x = data.aux_x.to(dev)
+        data.ood = {k: v.to(dev) for k, v in data.ood.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gregnb.train``: train one model, keep ``OUT/last.pt``, write ``OUT/metrics.json``."""
+    import argparse
+    import json
+
+    from .cache import load_checkpoint
+    from .evaluate import evaluate
+    from .losses import propose_margins
+    from .models import ARCHS, build_model
+    from .presets import PRESETS, get_preset
+
+    ap = argparse.ArgumentParser(prog="python -m gregnb.train", description=main.__doc__)
+    ap.add_argument("--dataset", default="digits", choices=["digits", "cifar10", "cifar100"])
+    ap.add_argument("--arch", choices=sorted(ARCHS), help="default: small_cnn for digits, wrn40_2 for CIFAR")
+    ap.add_argument("--method", choices=sorted(METHODS), help="overrides the preset's method")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (method.md §5)")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--aux-batch-size", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--optimizer", choices=["adam", "sgd"])
+    ap.add_argument("--weight-decay", type=float)
+    ap.add_argument("--m-in", type=float)
+    ap.add_argument("--m-out", type=float)
+    ap.add_argument("--lambda-s", type=float)
+    ap.add_argument("--lambda-grad", type=float)
+    ap.add_argument("--grad-every", type=int)
+    ap.add_argument("--sampler", choices=sorted(SAMPLERS))
+    ap.add_argument("--convention", choices=list(CONVENTIONS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True, help="folder for last.pt and metrics.json")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    ap.add_argument("--init", help="a checkpoint whose 'model' entry initialises the network (fine-tuning)")
+    ap.add_argument("--device", help="cuda, cpu, mps (default: the best available)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--data-root", help="folder with the datasets (default: data/ or $GREGNB_DATA)")
+    ap.add_argument("--aux", help="auxiliary pool: a .npy of (N, 32, 32, 3) uint8 or an image folder")
+    ap.add_argument("--max-aux", type=int, help="use only the first N pool images")
+    ap.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    settings = get_preset(args.preset) if args.preset else {}
+    if args.method:
+        settings["method"] = args.method
+    settings.setdefault("method", "ce")
+    for flag, key in [("epochs", "epochs"), ("batch_size", "batch_size"), ("aux_batch_size", "aux_batch_size"),
+                      ("lr", "lr"), ("optimizer", "optimizer"), ("weight_decay", "weight_decay"),
+                      ("lambda_s", "lambda_s"), ("lambda_grad", "lambda_grad"), ("grad_every", "grad_every"),
+                      ("sampler", "sampler"), ("convention", "convention")]:
+        if getattr(args, flag) is not None:
+            settings[key] = getattr(args, flag)
+    margins = settings.pop("margins", "propose")
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and args.device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(dev)
+    else:
+        dev = torch.device(args.device) if args.device else default_device()
+
+    data = load_dataset(args.dataset, root=args.data_root, aux=args.aux, download=args.download, seed=args.seed,
+                        max_aux=args.max_aux)
+    _to_device_if_fits(data, dev)
+    arch = args.arch or ("small_cnn" if args.dataset == "digits" else "wrn40_2")
+    in_channels = 1 if args.dataset == "digits" else 3
+    seed_everything(args.seed)
+    model = build_model(arch, n_classes=data.n_classes, in_channels=in_channels)
+    if args.init:
+        model.load_state_dict(load_checkpoint(args.init)["model"])
+    if METHODS[settings["method"]].needs_margins:
+        if args.m_in is not None and args.m_out is not None:
+            settings["m_in"], settings["m_out"] = args.m_in, args.m_out
+        elif margins == "dataset":
+            from .data.cifar import DEFAULT_MARGINS
+
+            settings["m_in"], settings["m_out"] = DEFAULT_MARGINS[args.dataset]
+        elif isinstance(margins, tuple):
+            settings["m_in"], settings["m_out"] = margins
+        else:
+            model.to(dev)
+            settings["m_in"], settings["m_out"] = propose_margins(
+                model, data.prepare_eval(data.train_x[:4000].to(dev)), data.prepare_eval(data.aux_x[:4000].to(dev)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": args.dataset, "arch": arch, "n_classes": data.n_classes, "in_channels": in_channels,
+            "seed": args.seed}
+    history = fit(model, data, device=dev, checkpoint=out / "last.pt", resume=args.resume, seed=args.seed,
+                  progress=not args.no_progress, amp=args.amp, channels_last=args.channels_last,
+                  checkpoint_extra={"meta": meta}, **settings)
+    rank, _ = _dist_info()
+    if rank == 0:
+        results = evaluate(model, data)
+        results.update(meta=meta, method=settings["method"], settings={k: (list(v) if isinstance(v, tuple) else v)
+                                                                        for k, v in settings.items()},
+                       history={k: list(v) for k, v in history.items()})
+        (out / "metrics.json").write_text(json.dumps(results, indent=2))
+        print(f"accuracy {100 * results['accuracy']:.2f}%  mean FPR95 {100 * results['mean']['fpr95']:.2f}%  "
+              f"mean AUROC {100 * results['mean']['auroc']:.2f}%  -> {out / 'metrics.json'}")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
