@@ -19,7 +19,7 @@ from .models import MLP, SmallCNN
 from .train import History, fit
 
 __all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
-           "FINETUNE_RECIPES", "collect_picks", "radius_summary"]
+           "FINETUNE_RECIPES", "collect_picks", "radius_summary", "run_or_load"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -215,3 +215,19 @@ def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 20
         out[f"median radius {side} (global)"] = float(r_glob.median()) if len(r_glob) else float("nan")
     out["global / median local"] = glob / float(torch.cat(local_all).median())
     return out
+
+
+def run_or_load(out: str | "os.PathLike", args: list[str]) -> dict:
+    """Run ``python -m gregnb.train`` with ``args`` into ``out`` unless ``out/metrics.json`` exists (a
+    finished run); an unfinished run (``out/last.pt`` without metrics) is resumed. Returns the metrics."""
+    import json
+    import os  # noqa: F401
+    from pathlib import Path
+
+    from .train import main as train_main
+
+    out = Path(out)
+    metrics = out / "metrics.json"
+    if not metrics.exists():
+        train_main([*args, "--out", str(out), "--resume", "--no-progress"])
+    return json.loads(metrics.read_text())
