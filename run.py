@@ -5,8 +5,10 @@ Usage (from the repository root, with Python 3.10+; 3.11 is what we test on):
 
     python3 run.py lab     # create/refresh .venv, then open JupyterLab on notebooks/
     python3 run.py test    # create/refresh .venv, then run the test suite (FAST mode)
+    python3 run.py site    # create/refresh .venv, then build the static HTML site into build/site
+                           # (add --fast for FAST mode)
 
-Anything after the sub-command is passed on (to ``jupyter lab`` or ``pytest``).
+Anything after the sub-command is passed on (to ``jupyter lab``, ``pytest`` or ``python -m gregnb.site``).
 
 The virtual environment lives in ``.venv``. A second run reuses it: packages are
 (re)installed only when ``pyproject.toml`` or this script changed since the last
@@ -83,18 +85,22 @@ def ensure_env(extras: str) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"lab", "test", "setup"}:
+    if not argv or argv[0] not in {"lab", "test", "setup", "site"}:
         print(__doc__)
         return 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "setup":
         ensure_env("dev")
         return 0
+    if cmd == "site":
+        py = ensure_env("dev")
+        return subprocess.call([str(py), "-m", "gregnb.site", *rest], cwd=ROOT)
     if cmd == "lab":
         py = ensure_env("dev")
-        return subprocess.call([str(py), "-m", "jupyter", "lab", str(ROOT / "notebooks"), *rest], cwd=ROOT)
+        as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers
+        return subprocess.call([str(py), "-m", "jupyter", "lab", str(ROOT / "notebooks"), *as_root, *rest], cwd=ROOT)
     py = ensure_env("dev")
-    env = dict(os.environ, GREGNB_FAST="1", MPLBACKEND="Agg")
+    env = dict(os.environ, GREGNB_FAST="1")
     return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT, env=env)
 
 

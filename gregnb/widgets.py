@@ -91,6 +91,18 @@ class FigureExplorer(W.VBox):
     def values(self) -> dict:
         return {k: c.value for k, c in self.controls.items()}
 
+    def _repr_mimebundle_(self, **kwargs):
+        """The live widget, plus the current figure as a PNG: a static page (nbconvert, the rendered
+        site) that cannot run widgets shows the figure instead of a placeholder."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            bundle = {}
+        if self.image.value:
+            import base64
+
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        return bundle
+
     def _on_change(self, _change=None) -> None:
         self.redraw()
 

@@ -1,0 +1,165 @@
+"""What a student sees: JupyterLab in headless Chromium runs chapters 01 and 03, a slider redraws a figure.
+
+Opt-in by marker (``-m browser``) and run by ``.ci/run``. Needs Debian's Chromium at /usr/bin/chromium
+(``apt-get install chromium``) and Playwright for Python (installed with the test extras); Playwright
+never downloads a browser of its own here. Without Chromium the test is skipped with that message.
+Screenshots go to ``build/screenshots/`` (or ``$GREGNB_SCREENSHOTS``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("GREGNB_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("GREGNB_SCREENSHOTS", ROOT / "build" / "screenshots"))
+CHAPTERS = ["01_energy_scores.ipynb", "03_gradient_regularization.ipynb"]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read().decode())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium` (as root) "
+                    f"or set GREGNB_CHROMIUM to enable the browser test")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the test extras)")
+    work = tmp_path_factory.mktemp("lab")
+    for name in CHAPTERS:  # a copy: saving must not put outputs into the committed notebooks
+        shutil.copy(ROOT / "notebooks" / name, work / name)
+    # render every cell (JupyterLab 4 virtualises off-screen cells by default), so sliders can be found
+    settings = work / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    news = work / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, GREGNB_FAST="1", GREGNB_DATA=str(ROOT / "data"))
+    log = open(work / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False",
+         f"--LabApp.user_settings_dir={work / 'settings'}", f"--LabApp.workspaces_dir={work / 'workspaces'}",
+         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                _get(f"{base}/api/status?token={token}")
+                break
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (work / "lab.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield {"base": base, "token": token, "dir": work}
+    finally:  # always shut the server down, even when the test fails
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _run_all_and_wait(page, lab, timeout_s: float = 150) -> None:
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    url = f"{lab['base']}/api/kernels?token={lab['token']}"
+    deadline = time.time() + 60
+    while not _get(url) and time.time() < deadline:  # the kernel starts with the notebook
+        time.sleep(0.5)
+    time.sleep(1)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+    time.sleep(3)
+    deadline, idle = time.time() + timeout_s, 0
+    while time.time() < deadline:
+        prompts = [p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+        if prompts and all(p[1:-2].isdigit() for p in prompts if p):
+            if all(prompts):
+                return  # every code cell has run
+        states = [k["execution_state"] for k in _get(url)]
+        idle = idle + 1 if states and all(s == "idle" for s in states) and "[*]:" not in prompts else 0
+        if idle >= 5:  # nothing queued and the kernel idle for 5 s: Run All stopped (at an error)
+            return
+        time.sleep(1)
+    raise AssertionError(f"the kernel was still busy after {timeout_s} s")
+
+
+def _save(page) -> None:
+    page.keyboard.press("Control+s")
+    time.sleep(2)
+
+
+def _errors_in(path: Path) -> list[str]:
+    nb = json.loads(path.read_text())
+    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb["cells"] for o in c.get("outputs", [])
+            if o.get("output_type") == "error"]
+
+
+def test_chapters_run_in_the_browser_and_a_slider_redraws(lab):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for name in CHAPTERS:
+                page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
+                _run_all_and_wait(page, lab)
+                _save(page)
+                page.screenshot(path=str(SHOTS / f"{Path(name).stem}-after-run.png"))
+                errors = _errors_in(lab["dir"] / name)
+                assert not errors, f"{name}: {errors}"
+                saved = json.loads((lab["dir"] / name).read_text())
+                assert all(c.get("execution_count") for c in saved["cells"] if c["cell_type"] == "code")
+
+                # move the first slider one step with the keyboard, as a student would
+                panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")  # this notebook's tab only
+                slider = panel.locator(".jp-OutputArea .widget-slider .noUi-handle").first
+                slider.scroll_into_view_if_needed()
+                box = panel.locator(".jp-OutputArea .widget-image").first
+                before = box.screenshot(path=str(SHOTS / f"{Path(name).stem}-figure-before.png"))
+                slider.focus()
+                page.keyboard.press("ArrowRight")
+                page.keyboard.press("ArrowRight")
+                deadline = time.time() + 20
+                after = before
+                while time.time() < deadline and after == before:
+                    time.sleep(0.5)
+                    after = box.screenshot()
+                (SHOTS / f"{Path(name).stem}-figure-after.png").write_bytes(after)
+                assert after != before, f"{name}: the figure did not change after moving the slider"
+
+                kernels = _get(f"{lab['base']}/api/kernels?token={lab['token']}")
+                assert kernels and all(k["execution_state"] in ("idle", "busy") for k in kernels), kernels
+                page.screenshot(path=str(SHOTS / f"{Path(name).stem}-after-slider.png"))
+        finally:
+            browser.close()
