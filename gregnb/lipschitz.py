@@ -71,6 +71,16 @@ def _project(delta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return delta * factor.view(-1, *([1] * (delta.ndim - 1)))
 
 
+def _eps_per_sample(eps, n: int) -> torch.Tensor:
+    """``eps`` (a number or one per sample) as a float tensor of shape ``(n,)``; checked."""
+    eps_t = torch.as_tensor(eps, dtype=torch.float32).flatten()
+    if eps_t.numel() == 1:
+        eps_t = eps_t.expand(n)
+    if len(eps_t) != n or (eps_t < 0).any() or not torch.isfinite(eps_t).all():
+        raise ValueError("eps must be a non-negative finite number or one per sample")
+    return eps_t
+
+
 def _random_in_ball(shape, eps: torch.Tensor, gen: torch.Generator, device) -> torch.Tensor:
     """Uniform samples in the ℓ2 ball of radius eps (per row)."""
     n, d = shape[0], int(math.prod(shape[1:]))
@@ -92,11 +102,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
     """
     if method not in ("pgd", "sample"):
         raise ValueError(f"method must be 'pgd' or 'sample', got {method!r}")
-    eps_t = torch.as_tensor(eps, dtype=torch.float32).flatten()
-    if eps_t.numel() == 1:
-        eps_t = eps_t.expand(len(x))
-    if len(eps_t) != len(x) or (eps_t < 0).any() or not torch.isfinite(eps_t).all():
-        raise ValueError("eps must be a non-negative number or one per sample")
+    eps_t = _eps_per_sample(eps, len(x))
     best = input_gradient_norm(model, x, temperature=temperature)
     if float(eps_t.max()) == 0.0:
         return best
@@ -330,11 +336,7 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
     """
     if target not in ("id", "ood"):
         raise ValueError(f"target must be 'id' or 'ood', got {target!r}")
-    eps_t = torch.as_tensor(eps, dtype=torch.float32).flatten()
-    if eps_t.numel() == 1:
-        eps_t = eps_t.expand(len(x))
-    if len(eps_t) != len(x) or (eps_t < 0).any():
-        raise ValueError("eps must be a non-negative number or one per sample")
+    eps_t = _eps_per_sample(eps, len(x))
     sign = 1.0 if target == "ood" else -1.0  # maximise sign * E
     was_training = model.training
     model.eval()

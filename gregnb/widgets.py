@@ -124,6 +124,18 @@ class FigureExplorer(W.VBox):
         self.timings_ms.append(1000 * (time.perf_counter() - t0))
 
 
+def _cleared_axes(fig, n: int = 2, **adjust) -> list:
+    """The figure's ``n`` side-by-side axes, created on the first call and cleared on every call
+    (explorers reuse their axes: rebuilding them costs more than redrawing)."""
+    if not fig.axes:
+        fig.subplots(1, n)
+        fig.subplots_adjust(**{"left": 0.06, "right": 0.98, "bottom": 0.1, "top": 0.9, **adjust})
+    axes = fig.axes[:n]
+    for ax in axes:
+        ax.cla()
+    return axes
+
+
 def temperature_explorer(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor, *,
                          extent: tuple[float, float, float, float] | None = (-6, 6, -6, 6),
                          resolution: int = 120, ood_name: str = "OOD", tpr: float = 0.95) -> FigureExplorer:
@@ -364,12 +376,7 @@ def lambda_explorer(models: Mapping[float, nn.Module], data: Benchmark, *, exten
 
     def draw(fig, lam: float) -> dict:
         c = cache[lam]
-        if not fig.axes:
-            fig.subplots(1, 2)
-            fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.9, wspace=0.2)
-        ax_e, ax_g = fig.axes[:2]
-        ax_e.cla()
-        ax_g.cla()
+        ax_e, ax_g = _cleared_axes(fig, 2, wspace=0.2)
         score_landscape(c["s_grid"], extent, ax_e, threshold=c["t"], points=pts, colorbar=False, point_size=3)
         ax_e.set_title(f"−energy, λ∇ = {lam:g}", fontsize=9)
         ax_g.imshow(np.maximum(c["g_grid"], 1e-3), origin="lower", extent=extent, cmap="magma", aspect="auto",
@@ -416,12 +423,7 @@ def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 
 
     def draw(fig, stage: str, k: int, window: tuple, two_way: bool, draw_index: int) -> dict:
         d = draws[draw_index]
-        if not fig.axes:
-            fig.subplots(1, 2)
-            fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.9, wspace=0.15)
-        ax_x, ax_f = fig.axes[:2]
-        ax_x.cla()
-        ax_f.cla()
+        ax_x, ax_f = _cleared_axes(fig, 2, left=0.05, wspace=0.15)
         ax_x.scatter(id_pts[:, 0], id_pts[:, 1], s=3, color="0.8", label="ID (train)")
         start, end = window
         keep = d["energy"].argsort()[start:end]

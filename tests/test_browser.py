@@ -86,28 +86,37 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def _run_all_and_wait(page, lab, timeout_s: float = 150) -> None:
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+def _run_all_and_wait(page, lab, known_kernels: set, timeout_s: float = 150) -> None:
+    """Wait for this notebook's own kernel to be idle, Run > Run All Cells, wait until every code cell
+    of this notebook has run (or the kernel stays idle with nothing queued: Run All stopped at an error)."""
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.wait_for(timeout=60_000)
     url = f"{lab['base']}/api/kernels?token={lab['token']}"
-    deadline = time.time() + 60
-    while not _get(url) and time.time() < deadline:  # the kernel starts with the notebook
+    deadline = time.time() + 90
+    while True:
+        mine = [k for k in _get(url) if k["id"] not in known_kernels]
+        if mine and mine[0]["execution_state"] == "idle":
+            break
+        if time.time() > deadline:
+            raise AssertionError(f"the notebook's kernel did not start: {mine}")
         time.sleep(0.5)
+    kernel_id = mine[0]["id"]
+    known_kernels.add(kernel_id)
     time.sleep(1)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_text("Run All Cells", exact=True).click()
     time.sleep(3)
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
     deadline, idle = time.time() + timeout_s, 0
     while time.time() < deadline:
-        prompts = [p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()]
-        if prompts and all(p[1:-2].isdigit() for p in prompts if p):
-            if all(prompts):
-                return  # every code cell has run
-        states = [k["execution_state"] for k in _get(url)]
-        idle = idle + 1 if states and all(s == "idle" for s in states) and "[*]:" not in prompts else 0
-        if idle >= 5:  # nothing queued and the kernel idle for 5 s: Run All stopped (at an error)
+        prompts = [p.strip() for p in panel.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+        if prompts and all(p[1:-2].isdigit() for p in prompts):
+            return  # every code cell has run
+        state = next((k["execution_state"] for k in _get(url) if k["id"] == kernel_id), "gone")
+        idle = idle + 1 if state == "idle" and "[*]:" not in prompts else 0
+        if idle >= 5:
             return
         time.sleep(1)
-    raise AssertionError(f"the kernel was still busy after {timeout_s} s")
+    raise AssertionError(f"still running after {timeout_s} s")
 
 
 def _save(page) -> None:
@@ -131,9 +140,10 @@ def test_chapters_run_in_the_browser_and_a_slider_redraws(lab):
             "--disable-component-update", "--disable-sync"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            known_kernels: set = set()
             for name in CHAPTERS:
                 page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
-                _run_all_and_wait(page, lab)
+                _run_all_and_wait(page, lab, known_kernels)
                 _save(page)
                 page.screenshot(path=str(SHOTS / f"{Path(name).stem}-after-run.png"))
                 errors = _errors_in(lab["dir"] / name)
