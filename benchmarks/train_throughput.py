@@ -16,7 +16,6 @@ import time
 
 import torch
 
-from gregnb.data.base import Benchmark
 from gregnb.data.cifar import gpu_augment
 from gregnb.models import wrn40_2
 from gregnb.train import METHODS, TrainConfig

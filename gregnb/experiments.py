@@ -2,21 +2,28 @@
 seeds, reporting mean ± std (the house rule: every claim comes with its spread)."""
 from __future__ import annotations
 
+import copy
+import json
+import os
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
+from .cache import cached_training
 from .config import seed_everything
 from .data.base import Benchmark
-import copy
-
-from .cache import cached_training
-from .evaluate import evaluate
+from .evaluate import evaluate, predict_logits
+from .lipschitz import certified_radius, global_lipschitz_bound, local_lipschitz
 from .losses import propose_margins
+from .metrics import threshold_at_tpr
 from .models import MLP, SmallCNN
+from .sampling import get_sampler
+from .scores import energy
 from .train import History, fit
+from .train import main as train_main
 
 __all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
            "FINETUNE_RECIPES", "collect_picks", "radius_summary", "run_or_load"]
@@ -161,9 +168,6 @@ def collect_picks(model: nn.Module, data: Benchmark, sampler: str = "energy_clus
     Returns ``(picked_inputs, picked_energies)`` concatenated over ``n_draws`` draws of
     ``n_candidates`` pool samples each.
     """
-    from .sampling import get_sampler
-    from .scores import energy as energy_fn
-
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -172,7 +176,7 @@ def collect_picks(model: nn.Module, data: Benchmark, sampler: str = "energy_clus
     for _ in range(n_draws):
         cand = data.aux_x[torch.randint(len(data.aux_x), (n_candidates,), generator=gen)]
         logits, feats = model(cand, return_features=True)
-        e = energy_fn(logits)
+        e = energy(logits)
         kwargs = dict(n_select=n_select, generator=gen)
         if sampler in ("energy_cluster", "dos"):
             kwargs["n_clusters"] = n_clusters or (n_select // 2 if sampler == "energy_cluster" and two_way else n_select)
@@ -194,18 +198,13 @@ def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 20
     local-estimate radii for ID and OOD, the same for the global bound, and the ratio
     global bound / median local estimate.
     """
-    from .lipschitz import certified_radius, global_lipschitz_bound, local_lipschitz
-    from .metrics import threshold_at_tpr
-    from .evaluate import predict_logits
-    from .scores import energy as energy_fn
-
-    t = -threshold_at_tpr(-energy_fn(predict_logits(model, data.test_x)), tpr)
+    t = -threshold_at_tpr(-energy(predict_logits(model, data.test_x)), tpr)
     sets = [data.ood[ood][:n]] if ood else [v[: max(1, n // len(data.ood))] for v in data.ood.values()]
     out = {}
     glob = global_lipschitz_bound(model)
     local_all = []
     for side, x in (("ID", data.test_x[:n]), ("OOD", torch.cat(sets))):
-        e = energy_fn(predict_logits(model, x))
+        e = energy(predict_logits(model, x))
         correct = (e <= t) if side == "ID" else (e > t)
         local = local_lipschitz(model, x, eps, steps=steps)
         local_all.append(local)
@@ -217,15 +216,9 @@ def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 20
     return out
 
 
-def run_or_load(out: str | "os.PathLike", args: list[str]) -> dict:
+def run_or_load(out: str | os.PathLike, args: list[str]) -> dict:
     """Run ``python -m gregnb.train`` with ``args`` into ``out`` unless ``out/metrics.json`` exists (a
     finished run); an unfinished run (``out/last.pt`` without metrics) is resumed. Returns the metrics."""
-    import json
-    import os  # noqa: F401
-    from pathlib import Path
-
-    from .train import main as train_main
-
     out = Path(out)
     metrics = out / "metrics.json"
     if not metrics.exists():

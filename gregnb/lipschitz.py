@@ -67,8 +67,7 @@ def input_gradient_norm(model: nn.Module, x: torch.Tensor, score: str = "energy"
 def _project(delta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Project each row of ``delta`` onto the ℓ2 ball of radius ``eps`` (per row)."""
     norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-    factor = torch.clamp(eps / norms, max=1.0)
-    return delta * factor.view(-1, *([1] * (delta.ndim - 1)))
+    return delta * _rows(torch.clamp(eps / norms, max=1.0), delta)
 
 
 def _eps_per_sample(eps, n: int) -> torch.Tensor:
@@ -79,6 +78,23 @@ def _eps_per_sample(eps, n: int) -> torch.Tensor:
     if len(eps_t) != n or (eps_t < 0).any() or not torch.isfinite(eps_t).all():
         raise ValueError("eps must be a non-negative finite number or one per sample")
     return eps_t
+
+
+def _rows(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample ``(N,)`` tensor shaped to broadcast over ``like``'s rows ``(N, ...)``."""
+    return t.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _unit_rows(g: torch.Tensor) -> torch.Tensor:
+    """Each row of ``g`` scaled to unit ℓ2 norm (the normalised-gradient step of ℓ2 PGD)."""
+    return g / _rows(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
+
+
+def _step_sizes(step_size: float | None, eps: torch.Tensor, steps: int, like: torch.Tensor) -> torch.Tensor:
+    """PGD step size per sample: ``step_size`` if given, else 2.5 eps / steps (enough to reach the
+    boundary of the ball and move along it)."""
+    a = torch.full_like(eps, step_size) if step_size is not None else 2.5 * eps / max(steps, 1)
+    return _rows(a.to(like.dtype), like)
 
 
 def _random_in_ball(shape, eps: torch.Tensor, gen: torch.Generator, device) -> torch.Tensor:
@@ -118,7 +134,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
                 u = x0 + _random_in_ball(x0.shape, e, gen, dev)
                 best = torch.maximum(best, input_gradient_norm(model, u.cpu(), temperature=temperature))
             return best
-        alpha = step_size if step_size is not None else None
+        alpha = _step_sizes(step_size, e, steps, x0)
         delta = _random_in_ball(x0.shape, e * 0.1, gen, dev)
         for _ in range(steps):
             delta = delta.detach().requires_grad_(True)
@@ -127,10 +143,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
             gnorm = g.flatten(1).norm(dim=1)
             best = torch.maximum(best, gnorm.detach().cpu())
             (ascent,) = torch.autograd.grad(gnorm.sum(), delta)
-            step = ascent / ascent.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x0.ndim - 1)))
-            a = alpha if alpha is not None else 2.5 * e / steps
-            a = torch.as_tensor(a, device=dev).reshape(-1, *([1] * (x0.ndim - 1))) if torch.is_tensor(a) else a
-            delta = _project(delta.detach() + a * step, e)
+            delta = _project(delta.detach() + alpha * _unit_rows(ascent), e)
         final = input_gradient_norm(model, (x0 + delta).cpu(), temperature=temperature)
         return torch.maximum(best, final)
     finally:
@@ -344,9 +357,7 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
     gen = torch.Generator().manual_seed(seed)
     x0 = x.to(dev).detach()
     e = eps_t.to(dev)
-    view = (-1, *([1] * (x0.ndim - 1)))
-    alpha = (step_size if step_size is not None else 2.5 * e / max(steps, 1))
-    alpha = torch.as_tensor(alpha, device=dev, dtype=x0.dtype).expand(len(x0)).reshape(view)
+    alpha = _step_sizes(step_size, e, steps, x0)
     with torch.no_grad():
         best_x = x0.clone()
         best_obj = sign * energy(model(x0), temperature)
@@ -361,8 +372,7 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
                     improved = obj > best_obj
                     best_obj = torch.where(improved, obj, best_obj)
                     best_x[improved] = (x0 + delta)[improved]
-                    g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(view)
-                    delta = _project(delta + alpha * g, e)
+                    delta = _project(delta + alpha * _unit_rows(g), e)
             with torch.no_grad():
                 obj = sign * energy(model(x0 + delta), temperature)
                 improved = obj > best_obj

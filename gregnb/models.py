@@ -17,6 +17,13 @@ __all__ = ["MLP", "SmallCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
 
 
+def _check_images(model: nn.Module, x: torch.Tensor) -> None:
+    """Images must be ``(N, C, H, W)`` with the model's number of input channels."""
+    if x.ndim != 4 or x.shape[1] != model.in_channels:
+        raise ValueError(f"{type(model).__name__} expects images of shape (N, {model.in_channels}, H, W), "
+                         f"got {tuple(x.shape)}")
+
+
 def _activation(name: str) -> type[nn.Module]:
     try:
         return _ACTIVATIONS[name]
@@ -83,8 +90,7 @@ class SmallCNN(nn.Module):
         self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, 2 * width
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SmallCNN expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        _check_images(self, x)
         h = self.body(x)
         logits = self.fc(h)
         return (logits, h) if return_features else logits
@@ -124,8 +130,7 @@ class ResNet18_32x32(nn.Module):
         self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, 512
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"ResNet18_32x32 expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        _check_images(self, x)
         h = self.pool(self.layers(self.stem(x)))
         logits = self.fc(h)
         return (logits, h) if return_features else logits
@@ -183,8 +188,7 @@ class WideResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"WideResNet expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        _check_images(self, x)
         h = self.pool(torch.relu(self.bn(self.blocks(self.conv1(x)))))
         logits = self.fc(h)
         return (logits, h) if return_features else logits
@@ -242,8 +246,7 @@ class DenseNet3(nn.Module):
         self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, c
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"DenseNet3 expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        _check_images(self, x)
         h = self.pool(torch.relu(self.bn(self.blocks(self.conv1(x)))))
         logits = self.fc(h)
         return (logits, h) if return_features else logits

@@ -16,7 +16,7 @@ import torch
 
 from .metrics import fpr_at_tpr, threshold_at_tpr
 
-__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "score_landscape", "landscape_grid", "plot_histories", "plot_curves", "feature_pca", "fig_to_png",
+__all__ = ["tile_images", "show_images", "plot_toy", "score_histograms", "roc_plot", "make_grid", "grid_values", "threshold_contour", "score_landscape", "landscape_grid", "plot_histories", "plot_curves", "feature_pca", "fig_to_png",
            "ID_COLOR", "OOD_COLORS", "AUX_COLOR"]
 
 ID_COLOR = "#1f77b4"
@@ -158,6 +158,17 @@ def grid_values(fn: Callable[[torch.Tensor], torch.Tensor], extent=(-6, 6, -6, 6
     return fn(make_grid(extent, n)).detach().cpu().double().numpy().reshape(n, n)
 
 
+def threshold_contour(ax, values: np.ndarray, extent, threshold: float):
+    """Draw the decision boundary ``values == threshold`` (dashed white) over a landscape drawn with
+    :func:`score_landscape`; returns the contour set (to remove it later), or None when the threshold
+    lies outside the values' range."""
+    if not np.nanmin(values) < threshold < np.nanmax(values):
+        return None
+    xs = np.linspace(extent[0], extent[1], values.shape[1])
+    ys = np.linspace(extent[2], extent[3], values.shape[0])
+    return ax.contour(xs, ys, values, levels=[threshold], colors="white", linestyles="--", linewidths=1.5)
+
+
 def score_landscape(values: np.ndarray, extent=(-6, 6, -6, 6), ax=None, *, points: Mapping | None = None,
                     threshold: float | None = None, cmap: str = "viridis", label: str = "score",
                     colorbar: bool = True, vmin=None, vmax=None, point_size: float = 6):
@@ -171,11 +182,8 @@ def score_landscape(values: np.ndarray, extent=(-6, 6, -6, 6), ax=None, *, point
     ax = ax or plt.subplots(figsize=(4.5, 4))[1]
     im = ax.imshow(values, origin="lower", extent=extent, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax,
                    interpolation="bilinear")
-    if threshold is not None and np.nanmin(values) < threshold < np.nanmax(values):
-        n = values.shape[0]
-        xs = np.linspace(extent[0], extent[1], values.shape[1])
-        ys = np.linspace(extent[2], extent[3], n)
-        ax.contour(xs, ys, values, levels=[threshold], colors="white", linestyles="--", linewidths=1.5)
+    if threshold is not None:
+        threshold_contour(ax, values, extent, threshold)
     colors = [ID_COLOR] + OOD_COLORS
     for (name, pts), color in zip((points or {}).items(), colors):
         p = _np(pts)

@@ -28,7 +28,7 @@ from .losses import energy_margin_loss
 from .metrics import auroc, fpr_at_tpr, threshold_at_tpr
 from .scores import energy, msp
 from .data.base import Benchmark
-from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images
+from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images, threshold_contour
 
 __all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer", "taylor_explorer",
            "lambda_explorer", "sampling_explorer", "radius_explorer"]
@@ -183,12 +183,7 @@ def temperature_explorer(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tens
             state["image"].set_clim(values.min(), values.max())
             if state.get("contour") is not None:
                 state["contour"].remove()
-                state["contour"] = None
-            if values.min() < t < values.max():
-                xs = np.linspace(extent[0], extent[1], resolution)
-                ys = np.linspace(extent[2], extent[3], resolution)
-                state["contour"] = state["ax_l"].contour(xs, ys, values, levels=[t], colors="white",
-                                                         linestyles="--", linewidths=1.5)
+            state["contour"] = threshold_contour(state["ax_l"], values, extent, t)
             state["ax_l"].set_title(f"{label}, T = {T:.3g}", fontsize=9)
         ax_h = state["ax_h"]
         ax_h.cla()

@@ -1,6 +1,5 @@
 """Run by tests/test_distributed.py under torchrun: one process of a 2-process gloo run."""
 import json
-import os
 import sys
 
 import torch

@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from gregnb.data import cifar
 from gregnb.data.cifar import (CIFAR_MEAN, CIFAR_STD, gpu_augment, load_aux_pool, load_cifar, load_cifar_benchmark,
                                load_image_folder, load_ood_sets, load_svhn, normalize)
 

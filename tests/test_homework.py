@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 import torch
 from nbclient import NotebookClient

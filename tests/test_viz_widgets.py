@@ -3,7 +3,7 @@ import pytest
 import torch
 from matplotlib import pyplot as plt
 
-from gregnb.metrics import auroc, fpr_at_tpr, threshold_at_tpr
+from gregnb.metrics import auroc, fpr_at_tpr
 from gregnb.models import MLP
 from gregnb.scores import energy, msp
 from gregnb.train import fit

@@ -87,9 +87,9 @@ def _diff(a, b) -> float:
 def _run(name: str, cases: list[tuple[str, Callable[[], object], Callable[[], object]]],
          mistakes: list[tuple[str, Callable[[str], object]]], student_fn: Callable) -> Verdict:
     """cases: (description, student call, expected). mistakes: (hint, fn(case description) -> wrong result)."""
-    worst, worst_case, worst_idx = 0.0, None, None
+    worst, worst_case = 0.0, None
     outputs = []
-    for i, (desc, call, expected) in enumerate(cases):
+    for desc, call, expected in cases:
         try:
             got = call()
         except NotImplementedError:
@@ -108,7 +108,7 @@ def _run(name: str, cases: list[tuple[str, Callable[[], object], Callable[[], ob
         outputs.append(got)
         d = _diff(got, expected())
         if d > worst:
-            worst, worst_case, worst_idx = d, desc, i
+            worst, worst_case = d, desc
     status = "exact" if worst <= EXACT else "close" if worst <= CLOSE else "wrong"
     hint = None
     if status == "wrong":
