@@ -16,17 +16,18 @@ from .cache import cached_training
 from .config import seed_everything
 from .data.base import Benchmark
 from .evaluate import evaluate, predict_logits
+from .inference import eval_mode
 from .lipschitz import certified_radius, global_lipschitz_bound, local_lipschitz
 from .losses import propose_margins
 from .metrics import threshold_at_tpr
 from .models import MLP, SmallCNN
-from .sampling import get_sampler
+from .sampling import kmeans, plan_selection
 from .scores import energy
 from .train import History, fit
 from .train import main as train_main
 
 __all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
-           "FINETUNE_RECIPES", "collect_picks", "radius_summary", "run_or_load"]
+           "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "radius_summary", "run_or_load"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -82,6 +83,31 @@ def mean_std_table(df, index, columns, value: str, percent: bool = True, digits:
     stats["cell"] = [f"{scale * m:.{digits}f} ± {scale * (0.0 if np.isnan(s) else s):.{digits}f}"
                      for m, s in zip(stats["mean"], stats["std"])]
     return stats.pivot(index=index, columns=columns, values="cell")
+
+
+def paired_verdict(df, a: str, b: str, value: str = "fpr95", *, column: str = "method", lower_is_better: bool = True,
+                   ood: str = "mean", min_gap: float = 0.0) -> dict:
+    """Does row ``a`` beat row ``b`` seed by seed? Both were run on the same seeds (a paired comparison).
+
+    Returns ``{"a", "b", "mean_a", "std_a", "mean_b", "std_b", "wins", "seeds", "verdict", "text"}``:
+    ``wins`` = seeds where ``a`` is better by more than ``min_gap``; ``verdict`` is "holds" (every seed),
+    "does not hold" (no seed) or "mixed"; ``text`` one sentence with the numbers in percent.
+    """
+    rows = df[df["ood"] == ood] if "ood" in df else df
+    wide = rows.pivot_table(index="seed", columns=column, values=value)
+    for name in (a, b):
+        if name not in wide:
+            raise ValueError(f"no rows named {name!r} in column {column!r}; have {sorted(wide.columns)}")
+    diff = (wide[b] - wide[a]) if lower_is_better else (wide[a] - wide[b])
+    wins, n = int((diff > min_gap).sum()), int(diff.notna().sum())
+    verdict = "holds" if wins == n else "does not hold" if wins == 0 else "mixed"
+    out = {"a": a, "b": b, "mean_a": float(wide[a].mean()), "std_a": float(wide[a].std(ddof=1)) if n > 1 else 0.0,
+           "mean_b": float(wide[b].mean()), "std_b": float(wide[b].std(ddof=1)) if n > 1 else 0.0,
+           "wins": wins, "seeds": n, "verdict": verdict}
+    better = "lower" if lower_is_better else "higher"
+    out["text"] = (f"{a} {better} {value} than {b} in {wins}/{n} seeds: {100 * out['mean_a']:.1f} ± "
+                   f"{100 * out['std_a']:.1f}% vs {100 * out['mean_b']:.1f} ± {100 * out['std_b']:.1f}% ({verdict})")
+    return out
 
 
 def compare_scores(data: Benchmark, seeds: Iterable[int], scores=("msp", "max_logit", "energy"),
@@ -161,32 +187,49 @@ def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[i
 
 @torch.no_grad()
 def collect_picks(model: nn.Module, data: Benchmark, sampler: str = "energy_cluster", *, n_draws: int = 50,
-                  n_candidates: int = 384, n_select: int = 64, n_clusters: int | None = None, two_way: bool = True,
-                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int = 64, seed: int = 0, **plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where a sampler's picks land over many candidate draws (the model fixed, in eval mode).
 
-    Returns ``(picked_inputs, picked_energies)`` concatenated over ``n_draws`` draws of
-    ``n_candidates`` pool samples each.
+    Each draw is one training step's selection, through the same :func:`gregnb.sampling.plan_selection`
+    as :func:`gregnb.train.fit` (``plan``: ``two_way``, ``n_clusters``, ``window``, ``candidate_factor``,
+    ``n_picks``), so the figures show the regime the training runs use.
+
+    Returns ``(picked_inputs, picked_energies, picked_pool_indices)`` concatenated over ``n_draws`` draws.
+    """
+    selection = plan_selection(sampler, batch_size, **plan)
+    gen = torch.Generator().manual_seed(seed)
+    xs, es, ids = [], [], []
+    with eval_mode(model):
+        for _ in range(n_draws):
+            pool_idx = torch.randint(len(data.aux_x), (selection.n_candidates,), generator=gen)
+            cand = data.aux_x[pool_idx]
+            logits, feats = model(cand, return_features=True)
+            e = energy(logits)
+            idx = selection.select(feats, e, generator=gen)
+            xs.append(cand[idx])
+            es.append(e[idx])
+            ids.append(pool_idx[idx.cpu()])
+    return torch.cat(xs), torch.cat(es), torch.cat(ids)
+
+
+def pick_coverage(model: nn.Module, data: Benchmark, picks: torch.Tensor, *, n_pool: int = 2000,
+                  n_cells: int = 50, seed: int = 0) -> dict[str, float]:
+    """How much of the pool's feature space a set of picked inputs covers.
+
+    The pool (``n_pool`` random pool images) is cut into ``n_cells`` k-means cells of its normalised
+    penultimate features. Returns ``cells hit`` (share of cells holding at least one pick; 1 = every region
+    of the pool is represented) and ``mean distance`` (mean distance from a pool point to its nearest pick in
+    normalised feature space; lower = better covered).
     """
     gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    fn = get_sampler(sampler)
-    xs, es = [], []
-    for _ in range(n_draws):
-        cand = data.aux_x[torch.randint(len(data.aux_x), (n_candidates,), generator=gen)]
-        logits, feats = model(cand, return_features=True)
-        e = energy(logits)
-        kwargs = dict(n_select=n_select, generator=gen)
-        if sampler in ("energy_cluster", "dos"):
-            kwargs["n_clusters"] = n_clusters or (n_select // 2 if sampler == "energy_cluster" and two_way else n_select)
-        if sampler == "energy_cluster":
-            kwargs["two_way"] = two_way
-        idx = fn(feats, e, **kwargs)
-        xs.append(cand[idx])
-        es.append(e[idx])
-    model.train(was_training)
-    return torch.cat(xs), torch.cat(es)
+    pool = data.aux_x[torch.randperm(len(data.aux_x), generator=gen)[:n_pool]]
+    _, f_pool = predict_logits(model, pool, features=True)
+    _, f_pick = predict_logits(model, picks, features=True)
+    f_pool = f_pool / f_pool.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    f_pick = f_pick / f_pick.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    _, centres = kmeans(f_pool, min(n_cells, len(f_pool)), generator=gen)
+    hit = torch.cdist(f_pick, centres).argmin(1).unique()
+    return {"cells hit": len(hit) / len(centres), "mean distance": float(torch.cdist(f_pool, f_pick).min(1).values.mean())}
 
 
 def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 200, ood: str | None = None,
