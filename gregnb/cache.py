@@ -1,63 +1,44 @@
-"""Atomic checkpoints and a cache of trained models under ``data/models/``.
+"""A cache of trained models under ``data/models/``.
 
-Chapters train the same small models again and again; :func:`cached_training` stores each result
-keyed by everything that determines it (the run's settings, the data's contents and the source of
-the code that trains), so a second run of a chapter loads instead of training, and any change to
-the code or the data retrains. Set ``GREGNB_NO_CACHE=1`` to always train.
-
-Checkpoints are written to a temporary file and renamed (never half-written) and loaded with
-``torch.load(weights_only=True)`` (no arbitrary code runs on load).
+Chapters train the same small models again and again; :func:`cached_training` stores each result keyed by
+everything that determines it (the run's settings, the data's contents, the initial weights and the source of
+the code that trains), so a second run of a chapter loads instead of training (and says so), and any change to
+the code or the data retrains. Set ``GREGNB_NO_CACHE=1`` to always train. Files are written with
+:func:`gregnb.checkpoint.save_checkpoint` (atomic, ``weights_only`` loads).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
+from .checkpoint import check_writable, load_checkpoint, load_model_state, save_checkpoint
 from .config import data_dir
 from .data.base import Benchmark
+from .train import History
 
-__all__ = ["save_checkpoint", "load_checkpoint", "cached_training", "code_fingerprint", "data_fingerprint"]
+__all__ = ["cached_training", "code_fingerprint", "data_fingerprint"]
 
-_CODE_FILES = ("train.py", "losses.py", "models.py", "scores.py", "lipschitz.py", "sampling.py")
-
-
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then atomically rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a missing file raises FileNotFoundError naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first or check the path")
-    return torch.load(path, map_location=map_location, weights_only=True)
+#: the code whose changes change a trained model: the training package and every module it trains with
+_CODE = ("train", "losses.py", "models.py", "scores.py", "lipschitz.py", "sampling.py", "inference.py")
 
 
 def code_fingerprint() -> str:
     """Hash of the source files whose changes change a trained model."""
     h = hashlib.sha256()
     pkg = Path(__file__).resolve().parent
-    for name in _CODE_FILES:
-        f = pkg / name
-        if f.exists():
+    for name in _CODE:
+        target = pkg / name
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        if not files or not all(f.exists() for f in files):
+            raise FileNotFoundError(f"cache key: {target} is missing; update gregnb.cache._CODE after moving code")
+        for f in files:
+            h.update(str(f.relative_to(pkg)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -77,6 +58,8 @@ def cached_training(model: nn.Module, data: Benchmark, settings: dict, train: Ca
     ``settings`` must hold everything about the run besides the data and the code (method,
     hyper-parameters, seed, the initial model's origin); it must be JSON-serialisable. The model's
     state and the history are stored in ``folder`` (default ``data/models``). Returns the history.
+    A cached file that cannot be used is rebuilt (with a warning). If ``folder`` is not writable, the
+    model is trained all the same and the result returned, with a warning that it is not cached.
     """
     key_src = json.dumps({"settings": settings, "data": data_fingerprint(data), "code": code_fingerprint(),
                           "init": _state_fingerprint(model)}, sort_keys=True, default=str)
@@ -86,14 +69,28 @@ def cached_training(model: nn.Module, data: Benchmark, settings: dict, train: Ca
     if path.exists() and os.environ.get("GREGNB_NO_CACHE", "0") != "1":
         try:
             ckpt = load_checkpoint(path)
-            model.load_state_dict(ckpt["model"])
-            from .train import History
-
-            return History(ckpt["history"])
-        except Exception:  # an unreadable or incompatible file is rebuilt, not trusted
-            pass
+            load_model_state(model, ckpt, path)
+            history = History(ckpt["history"])
+        except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable or incompatible: rebuilt, not trusted
+            warnings.warn(f"cached model {path} cannot be used ({err}); training again", stacklevel=2)
+        else:
+            print(f"loaded {path.name} from {path.parent}", flush=True)
+            return history
+    try:
+        check_writable(path.parent, "cached model")
+        writable = True
+    except PermissionError as err:
+        warnings.warn(f"{err}. Training anyway; the result is returned but not cached (set GREGNB_DATA to a "
+                      f"writable folder to keep it)", stacklevel=2)
+        writable = False
     history = train(model)
-    save_checkpoint({"model": model.state_dict(), "history": {k: list(v) for k, v in dict(history).items()}}, path)
+    if writable:
+        try:
+            save_checkpoint({"model": model.state_dict(), "history": {k: list(v) for k, v in dict(history).items()}},
+                            path)
+        except OSError as err:  # the trained model stays in memory: report, do not lose it
+            warnings.warn(f"could not cache the trained model at {path} ({err}); the result is returned but not "
+                          f"cached", stacklevel=2)
     return history
 
 

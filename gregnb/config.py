@@ -69,7 +69,11 @@ def data_dir() -> Path:
     else:
         repo_data = Path(__file__).resolve().parent.parent / "data"
         path = repo_data if (repo_data / "README.md").exists() else Path.home() / ".cache" / "gregnb"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"cannot create the data folder {path} ({err.strerror or err}); set GREGNB_DATA to a "
+                              f"writable folder") from None
     return path
 
 

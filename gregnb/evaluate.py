@@ -8,33 +8,11 @@ import torch
 from torch import nn
 
 from .data.base import Benchmark
+from .inference import as_model_input, predict_logits
 from .metrics import ood_metrics
 from .scores import score_fn
 
-__all__ = ["predict_logits", "evaluate", "results_table"]
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, *, features: bool = False,
-                   transform=None):
-    """Logits ``(N, K)`` (and penultimate features ``(N, D)`` if ``features``) in eval mode, on the CPU.
-    ``transform`` (e.g. ``data.eval_transform``) is applied to each batch on the model's device."""
-    if len(x) == 0:
-        raise ValueError("x is empty: nothing to predict")
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    outs, feats = [], []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(dev)
-        out = model(transform(xb) if transform is not None else xb, return_features=features)
-        if features:
-            out, h = out
-            feats.append(h.float().cpu())
-        outs.append(out.float().cpu())
-    model.train(was_training)
-    logits = torch.cat(outs)
-    return (logits, torch.cat(feats)) if features else logits
+__all__ = ["predict_logits", "evaluate", "results_table", "as_model_input"]
 
 
 def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperature: float = 1.0,
@@ -45,8 +23,12 @@ def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperatu
     """
     fn = score_fn(score)
     tf = data.eval_transform
+    test_y = torch.as_tensor(data.test_y)
+    if test_y.ndim != 1 or len(test_y) != len(data.test_x) or test_y.is_floating_point() or test_y.dtype == torch.bool:
+        raise ValueError(f"data.test_y must hold one integer class label per test sample ({len(data.test_x)}), got "
+                         f"{test_y.dtype} of shape {tuple(test_y.shape)}; convert with .long()")
     id_logits = predict_logits(model, data.test_x, transform=tf)
-    acc = (id_logits.argmax(1) == data.test_y).float().mean().item()
+    acc = (id_logits.argmax(1) == test_y).float().mean().item()
     id_s = fn(id_logits, temperature)
     per_set = {name: ood_metrics(id_s, fn(predict_logits(model, x, transform=tf), temperature), tpr)
                for name, x in data.ood.items()}
@@ -79,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from .cache import load_checkpoint
+    from .checkpoint import load_checkpoint, load_model_state
+    from .data import DATASETS, load_dataset
     from .models import build_model
-    from .train import load_dataset
 
     ap = argparse.ArgumentParser(prog="python -m gregnb.evaluate", description=main.__doc__)
     ap.add_argument("--ckpt", required=True, help="a checkpoint written by python -m gregnb.train")
@@ -97,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if not dataset or not arch:
         raise SystemExit(f"{args.ckpt} records no dataset/arch: pass --dataset and --arch")
     data = load_dataset(dataset, root=args.data_root, seed=int(meta.get("seed", 0)))
-    model = build_model(arch, n_classes=data.n_classes, in_channels=int(meta.get("in_channels", 1 if dataset == "digits" else 3)))
-    model.load_state_dict(state["model"])
+    model = build_model(arch, n_classes=data.n_classes, in_channels=int(meta.get("in_channels", DATASETS[dataset].in_channels)))
+    load_model_state(model, state, args.ckpt)
     res = evaluate(model, data, score=args.score)
     print(f"{'set':<14} {'FPR95':>7} {'AUROC':>7} {'AUPR-In':>8} {'AUPR-Out':>9}   (%, ID positive, score={args.score})")
     for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
@@ -113,4 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as err:  # bad files or settings: the message says what to do, no stack trace
+        sys.exit(f"error: {err}")

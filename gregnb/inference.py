@@ -1,12 +1,15 @@
-"""Running a model for inference: the one way to switch a model to eval mode and back."""
+"""Running a model for inference: eval mode (the one way to switch and restore it), inputs a model can take,
+and batched logits."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["eval_mode", "as_model_input", "predict_logits"]
 
 
 @contextmanager
@@ -20,3 +23,44 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def as_model_input(x, model: nn.Module, name: str = "x", transform=None) -> torch.Tensor:
+    """``x`` as a tensor ``model`` can take (after ``transform``, if given): a NumPy array becomes a tensor and
+    floating inputs take the dtype of the model's weights (float64 -> float32); integer images without a
+    transform, an empty or a non-numeric ``x`` raise a ValueError saying what to pass instead."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a tensor or an array of numbers, got {type(x).__name__}") from None
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): pass at least one sample, shape (N, ...)")
+    if transform is None:
+        if not x.is_floating_point():
+            raise ValueError(f"{name} holds {x.dtype} values and no transform is given: convert images to float in "
+                             f"[0, 1] (x.float() / 255), or pass transform=data.eval_transform")
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        if x.dtype != dtype:
+            x = x.to(dtype)
+    return x
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, *, features: bool = False,
+                   transform=None):
+    """Logits ``(N, K)`` (and penultimate features ``(N, D)`` if ``features``) in eval mode, on the CPU.
+    ``transform`` (e.g. ``data.eval_transform``) is applied to each batch on the model's device."""
+    x = as_model_input(x, model, "x", transform)
+    dev = next(model.parameters()).device
+    outs, feats = [], []
+    with eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(dev)
+            out = model(transform(xb) if transform is not None else xb, return_features=features)
+            if features:
+                out, h = out
+                feats.append(h.float().cpu())
+            outs.append(out.float().cpu())
+    logits = torch.cat(outs)
+    return (logits, torch.cat(feats)) if features else logits

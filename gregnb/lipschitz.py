@@ -16,10 +16,13 @@ Distances are Euclidean (ℓ2) in the space the model sees (for images: pixel sp
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
+from .inference import as_model_input
+from .inference import eval_mode
 from .scores import energy
 
 __all__ = ["input_gradient_norm", "local_lipschitz", "global_lipschitz_bound", "certified_radius",
@@ -28,6 +31,19 @@ __all__ = ["input_gradient_norm", "local_lipschitz", "global_lipschitz_bound", "
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _number(name: str, v, *, low: float = 0.0, above: bool = True, whole: bool = False, optional: bool = False):
+    """``v`` checked: a finite number (a whole one if ``whole``) > ``low`` (>= if not ``above``); None if optional."""
+    if v is None and optional:
+        return None
+    kind = numbers.Integral if whole else numbers.Real
+    ok = not isinstance(v, bool) and isinstance(v, kind) and math.isfinite(v) and (v > low if above else v >= low)
+    if not ok:
+        what = "a whole number" if whole else "a finite number"
+        bound = "" if low == -math.inf else f" {'>' if above else '>='} {low:g}"
+        raise ValueError(f"{name} must be {what}{bound}, got {v!r}")
+    return int(v) if whole else float(v)
 
 
 def _score(model: nn.Module, x: torch.Tensor, score: str, temperature: float) -> torch.Tensor:
@@ -48,19 +64,15 @@ def input_gradient_norm(model: nn.Module, x: torch.Tensor, score: str = "energy"
     """
     if score not in ("energy", "max_logit"):
         raise ValueError(f"score must be 'energy' or 'max_logit', got {score!r}")
-    if len(x) == 0:
-        raise ValueError("x is empty")
-    was_training = model.training
-    model.eval()
+    x = as_model_input(x, model)
+    batch_size = _number("batch_size", batch_size, whole=True)
     dev = _device(model)
     out = []
-    try:
+    with eval_mode(model), torch.enable_grad():  # works inside a caller's torch.no_grad() too
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(dev).detach().requires_grad_(True)
             (g,) = torch.autograd.grad(_score(model, xb, score, temperature).sum(), xb)  # rows independent in eval
             out.append(g.flatten(1).norm(dim=1).detach().cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 
@@ -118,12 +130,17 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
     """
     if method not in ("pgd", "sample"):
         raise ValueError(f"method must be 'pgd' or 'sample', got {method!r}")
+    x = as_model_input(x, model)
+    steps, n = _number("steps", steps, whole=True), _number("n", n, whole=True)
+    step_size = _number("step_size", step_size, optional=True)
     eps_t = _eps_per_sample(eps, len(x))
     best = input_gradient_norm(model, x, temperature=temperature)
     if float(eps_t.max()) == 0.0:
         return best
     was_training = model.training
     model.eval()
+    grad_mode = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)  # the double backward needs a graph, also under a caller's torch.no_grad()
     dev = _device(model)
     gen = torch.Generator().manual_seed(seed)
     x0 = x.to(dev).detach()
@@ -147,6 +164,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
         final = input_gradient_norm(model, (x0 + delta).cpu(), temperature=temperature)
         return torch.maximum(best, final)
     finally:
+        torch.set_grad_enabled(grad_mode)
         model.train(was_training)
 
 
@@ -349,8 +367,12 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
     """
     if target not in ("id", "ood"):
         raise ValueError(f"target must be 'id' or 'ood', got {target!r}")
+    x = as_model_input(x, model)
+    steps, restarts = _number("steps", steps, whole=True), _number("restarts", restarts, whole=True)
+    step_size = _number("step_size", step_size, optional=True)
     eps_t = _eps_per_sample(eps, len(x))
     sign = 1.0 if target == "ood" else -1.0  # maximise sign * E
+    grad_mode = torch.is_grad_enabled()
     was_training = model.training
     model.eval()
     dev = _device(model)
@@ -362,6 +384,7 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
         best_x = x0.clone()
         best_obj = sign * energy(model(x0), temperature)
     try:
+        torch.set_grad_enabled(True)  # restored below: gradients are needed under a caller's no_grad() too
         for r in range(restarts):
             delta = torch.zeros_like(x0) if r == 0 else _random_in_ball(x0.shape, e, gen, dev)
             for _ in range(steps):
@@ -379,6 +402,7 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
                 best_obj = torch.where(improved, obj, best_obj)
                 best_x[improved] = (x0 + delta)[improved]
     finally:
+        torch.set_grad_enabled(grad_mode)
         model.train(was_training)
     return best_x.cpu(), (sign * best_obj).cpu()
 
@@ -389,8 +413,12 @@ def attack_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, eps_ma
     decision, by bisection; ``inf`` where even ``eps_max`` does not flip it. An *upper* bound on the
     true robust radius (a stronger attack could do better); any sound certificate must lie below it.
     """
-    with torch.no_grad():
-        e0 = energy(model.eval()(x.to(_device(model))), temperature).cpu()
+    threshold = _number("threshold", threshold, low=-math.inf)
+    eps_max = _number("eps_max", eps_max)
+    n_bisect = _number("n_bisect", n_bisect, above=False, whole=True)
+    x = as_model_input(x, model)
+    with torch.no_grad(), eval_mode(model):
+        e0 = energy(model(x.to(_device(model))), temperature).cpu()
     is_id = e0 <= threshold
     target_ood = is_id  # ID samples are pushed up, OOD samples down
 
@@ -423,18 +451,28 @@ def certified_fraction(model: nn.Module, x: torch.Tensor, threshold: float, eps_
     then optimistic, not a guarantee); ``"global"`` uses :func:`global_lipschitz_bound` (sound); a
     number uses that constant. Returns ``(len(eps_grid),)`` fractions.
     """
-    with torch.no_grad():
-        e = energy(model.eval()(x.to(_device(model))), temperature).double().cpu()
+    threshold = _number("threshold", threshold, low=-math.inf)
+    if not isinstance(is_id, bool):
+        raise ValueError(f"is_id must be True (x is ID data) or False (x is OOD data), got {is_id!r}")
+    eps_list = torch.as_tensor(eps_grid, dtype=torch.float64).flatten().tolist()
+    if not eps_list:
+        raise ValueError("eps_grid is empty: pass the radii to certify, e.g. [0.0, 0.1, 0.2]")
+    eps_list = [_number("each eps in eps_grid", eps, above=False) for eps in eps_list]
+    if not isinstance(lipschitz, str):
+        lipschitz = _number("lipschitz (a constant)", lipschitz, above=False)
+    x = as_model_input(x, model)
+    with torch.no_grad(), eval_mode(model):
+        e = energy(model(x.to(_device(model))), temperature).double().cpu()
     correct = (e <= threshold) if is_id else (e > threshold)
     margin = (threshold - e).abs()
     if lipschitz == "global":
         lip_const = global_lipschitz_bound(model)
-    elif isinstance(lipschitz, (int, float)):
-        lip_const = float(lipschitz)
+    elif isinstance(lipschitz, float):
+        lip_const = lipschitz
     elif lipschitz != "local":
         raise ValueError(f"lipschitz must be 'local', 'global' or a number, got {lipschitz!r}")
     out = []
-    for eps in eps_grid:
+    for eps in eps_list:
         if lipschitz == "local":
             lip = local_lipschitz(model, x, float(eps), steps=steps, temperature=temperature).double()
         else:

@@ -12,10 +12,14 @@ samples not yet past their margin; the gradient penalty flattens the score aroun
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import predict_logits
 from .scores import energy
 
 __all__ = ["energy_margin_loss", "oe_loss", "greg_penalty", "greg_objective", "propose_margins", "CONVENTIONS",
@@ -32,14 +36,28 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
                          f"(lower the learning rate or check the inputs)")
 
 
+def _check_margins(m_in, m_out) -> None:
+    """Both margins finite numbers with ``m_in < m_out`` (LOW energy = ID)."""
+    for name, m in (("m_in", m_in), ("m_out", m_out)):
+        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not math.isfinite(m):
+            raise ValueError(f"{name} must be a finite number, got {m!r}; "
+                             f"gregnb.losses.propose_margins(model, id_x, aux_x) suggests a pair")
+    if not m_in < m_out:
+        raise ValueError(f"m_in must be below m_out (low energy = ID), got m_in={m_in}, m_out={m_out}")
+
+
+def _check_weight(name: str, w) -> None:
+    if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+
+
 def energy_margin_loss(energy_id: torch.Tensor, energy_ood: torch.Tensor, m_in: float, m_out: float) -> torch.Tensor:
     """Squared-hinge energy loss (E4, Liu et al. 2020): pushes ID energies below ``m_in`` and
     outlier energies above ``m_out``. Means are taken separately over the two parts. Scalar."""
     if energy_id.ndim != 1 or energy_ood.ndim != 1 or len(energy_id) == 0 or len(energy_ood) == 0:
         raise ValueError(f"energy_id and energy_ood must be non-empty 1-D tensors, got shapes "
                          f"{tuple(energy_id.shape)} and {tuple(energy_ood.shape)}")
-    if not m_in < m_out:
-        raise ValueError(f"m_in must be below m_out (low energy = ID), got m_in={m_in}, m_out={m_out}")
+    _check_margins(m_in, m_out)
     return F.relu(energy_id - m_in).pow(2).mean() + F.relu(m_out - energy_ood).pow(2).mean()
 
 
@@ -96,8 +114,10 @@ def greg_penalty(inputs: torch.Tensor, energies: torch.Tensor, n_id: int, m_in: 
     if energies.ndim != 1 or len(energies) != len(inputs):
         raise ValueError(f"energies must have shape (N,) with N = len(inputs) = {len(inputs)}, got {tuple(energies.shape)}")
     n = len(inputs)
-    if not isinstance(n_id, int) or not 1 <= n_id <= n - 1:
-        raise ValueError(f"n_id must be an integer in [1, N-1] = [1, {n - 1}] (both parts non-empty), got {n_id!r}")
+    if isinstance(n_id, bool) or not isinstance(n_id, numbers.Integral) or not 1 <= n_id <= n - 1:
+        raise ValueError(f"n_id must be a whole number in [1, N-1] = [1, {n - 1}] (both parts non-empty), got {n_id!r}")
+    n_id = int(n_id)
+    _check_margins(m_in, m_out)
     _check_finite("energies", energies)
     mask_id, mask_ood = _masks(energies, n_id, m_in, m_out, convention, penalize)
     if convention == "paper":
@@ -132,6 +152,12 @@ def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_o
     """
     if len(x_id) != len(y_id):
         raise ValueError(f"x_id and y_id must have the same length, got {len(x_id)} and {len(y_id)}")
+    if not isinstance(y_id, torch.Tensor) or y_id.is_floating_point() or y_id.is_complex() or y_id.dtype == torch.bool:
+        raise ValueError(f"y_id must be a tensor of integer class labels, got "
+                         f"{getattr(y_id, 'dtype', type(y_id).__name__)}; convert with .long()")
+    _check_margins(m_in, m_out)
+    _check_weight("lambda_s", lambda_s)
+    _check_weight("lambda_grad", lambda_grad)
     n_id = len(x_id)
     x = torch.cat([x_id, x_ood])
     use_grad = lambda_grad != 0
@@ -168,10 +194,19 @@ def propose_margins(model: nn.Module, id_x: torch.Tensor, aux_x: torch.Tensor, *
     from its data does), where the plain advice would put ``m_out`` below ``m_in``. CIFAR's
     ``(-25, -7)`` (:data:`CIFAR_MARGINS`) fit a WRN-40-2 on CIFAR, not the small models here.
     """
-    from .evaluate import predict_logits
-
-    e_id = energy(predict_logits(model, id_x[:max_samples]), temperature).double()
-    e_aux = energy(predict_logits(model, aux_x[:max_samples]), temperature).double()
+    energies = []
+    for name, x in (("id_x", id_x), ("aux_x", aux_x)):
+        x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+        if len(x) == 0:
+            raise ValueError(f"{name} is empty; propose_margins needs ID and auxiliary samples")
+        if x.is_floating_point() and not torch.isfinite(x[:max_samples]).all():
+            raise ValueError(f"{name} contains NaN/inf values; fix the data (the margins would be NaN)")
+        e = energy(predict_logits(model, x[:max_samples]), temperature).double()
+        if not torch.isfinite(e).all():
+            raise ValueError(f"the model gives non-finite energies on {name} (its logits overflow or it holds "
+                             f"NaN weights); check the model before proposing margins")
+        energies.append(e)
+    e_id, e_aux = energies
     m_in = e_id.mean().item()
     gap = max(2.0, 2.0 * e_id.std().item())
     m_out = max(e_aux.mean().item(), m_in + gap)

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3", "densenet100",
+__all__ = ["MLP", "SmallCNN", "LipschitzCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3", "densenet100",
            "build_model", "ARCHS"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
@@ -88,6 +88,88 @@ class SmallCNN(nn.Module):
         )
         self.fc = nn.Linear(2 * width, n_classes)
         self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, 2 * width
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        _check_images(self, x)
+        h = self.body(x)
+        logits = self.fc(h)
+        return (logits, h) if return_features else logits
+
+
+class _OperatorNorm(nn.Module):
+    """Parametrization ``W -> scale * W / sigma(W)``, ``sigma`` the spectral norm of the layer *as an
+    operator on its actual input shape* (not of the reshaped kernel), estimated by power iteration on
+    ``A^T A`` with a persistent vector, one step per training forward pass (Miyato et al. 2018's
+    trick, applied to the whole convolution operator as in Gouk et al. 2021). Eval mode reuses the
+    stored vector, so the weight is fixed. The estimate approaches sigma from below; certificates
+    recompute the exact norms (:func:`gregnb.lipschitz.global_lipschitz_bound`)."""
+
+    def __init__(self, layer: nn.Module, in_shape: tuple[int, ...], scale: float = 1.0, iters: int = 1):
+        super().__init__()
+        self.conv = isinstance(layer, nn.Conv2d)
+        self.stride, self.padding = (layer.stride, layer.padding) if self.conv else (None, None)
+        self.scale, self.iters = float(scale), int(iters)
+        u = torch.randn(1, *in_shape)
+        self.register_buffer("u", u / u.norm())
+        with torch.no_grad():  # start near the top singular vector
+            for _ in range(30):
+                self._power_step(layer.weight.detach())
+
+    def _op(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(v, w, None, self.stride, self.padding) if self.conv else v @ w.T
+
+    def _power_step(self, w: torch.Tensor) -> None:
+        with torch.enable_grad():
+            u = self.u.clone().requires_grad_(True)
+            av = self._op(u, w)
+            (g,) = torch.autograd.grad(av, u, av)  # A^T A u
+        self.u.copy_(g / g.norm().clamp_min(1e-12))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                for _ in range(self.iters):
+                    self._power_step(w.detach())
+        sigma = self._op(self.u, w).norm()
+        return w * (self.scale / sigma.clamp_min(1e-12))
+
+
+class LipschitzCNN(nn.Module):
+    """Lipschitz by design: the :class:`SmallCNN` layout with every linear layer's exact operator norm
+    held at 1, no BatchNorm, so the product bound on the logits' (and the energy's) ℓ2 Lipschitz
+    constant is ``lipschitz`` by construction (Anil et al. 2019, Trockman & Kolter 2021 build such
+    networks from orthogonal layers; here spectral normalisation of each operator, Miyato et al. 2018).
+
+    conv(w) -> ReLU -> conv(2w) -> ReLU -> maxpool(2) -> conv(2w) -> ReLU -> flatten -> fc(K).
+    Convolutions are normalised to operator norm 1 on their input shapes, the fc to ``lipschitz``
+    (logit units per input unit; ReLU and max-pool over disjoint windows are 1-Lipschitz). The
+    features are the flattened last map (``2w * (input_size / 2)^2`` values): a global average pool, as in
+    :class:`SmallCNN`, would shrink every signal that is not spatially uniform, which a normalised network
+    cannot win back. Inputs ``(N, C, input_size, input_size)``. The counterpoint to GReg, which flattens
+    the energy by a penalty instead.
+    """
+
+    def __init__(self, n_classes: int = 10, in_channels: int = 1, width: int = 16, lipschitz: float = 32.0,
+                 input_size: int = 8, power_iters: int = 1):
+        super().__init__()
+        from torch.nn.utils import parametrize
+
+        if not (isinstance(lipschitz, (int, float)) and 0 < lipschitz < float("inf")):
+            raise ValueError(f"lipschitz must be a positive finite number, got {lipschitz!r}")
+        if input_size % 2 or input_size < 2:
+            raise ValueError(f"input_size must be even (one 2x2 max-pool), got {input_size}")
+        s = input_size
+        convs = [(nn.Conv2d(in_channels, width, 3, padding=1), (in_channels, s, s)),
+                 (nn.Conv2d(width, 2 * width, 3, padding=1), (width, s, s)),
+                 (nn.Conv2d(2 * width, 2 * width, 3, padding=1), (2 * width, s // 2, s // 2))]
+        for conv, shape in convs:
+            parametrize.register_parametrization(conv, "weight", _OperatorNorm(conv, shape, 1.0, power_iters))
+        self.body = nn.Sequential(convs[0][0], nn.ReLU(), convs[1][0], nn.ReLU(), nn.MaxPool2d(2), convs[2][0],
+                                  nn.ReLU(), nn.Flatten())
+        feat = 2 * width * (s // 2) ** 2
+        self.fc = nn.Linear(feat, n_classes)
+        parametrize.register_parametrization(self.fc, "weight", _OperatorNorm(self.fc, (feat,), lipschitz, power_iters))
+        self.in_channels, self.n_classes, self.feature_dim, self.lipschitz = in_channels, n_classes, feat, float(lipschitz)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         _check_images(self, x)

@@ -10,6 +10,9 @@ They are differentiable, so they also serve inside losses.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 __all__ = ["energy", "msp", "max_logit", "SCORES", "score_fn"]
@@ -25,6 +28,11 @@ def _check_logits(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
     return logits
 
 
+def _check_temperature(temperature) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number > 0 (the paper uses 1), got {temperature!r}")
+
+
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Free energy ``E(x) = -T * logsumexp(f(x) / T)``; LOW = ID.
 
@@ -37,16 +45,14 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         ``(N,)`` energies, in the units of the logits.
     """
     logits = _check_logits(logits)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    _check_temperature(temperature)
     return -temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
 def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Maximum softmax probability ``max_k softmax(f(x)/T)_k`` in (0, 1]; HIGH = ID."""
     logits = _check_logits(logits)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    _check_temperature(temperature)
     return torch.softmax(logits / temperature, dim=1).amax(dim=1)
 
 

@@ -6,15 +6,23 @@ Every chapter (and the homework solutions, unless ``--no-homework``) is executed
 (``GREGNB_FAST=1`` with ``--fast``), converted with nbconvert's HTML exporter and linked from an
 ``index.html``. Widgets cannot run in a static page: they degrade to their default view, the figure
 they showed when the cell ran (every explorer adds its current PNG to its output).
+
+The pages need no network: equations are typeset by a local copy of MathJax 2 (from the
+``jupyter-server-mathjax`` package, copied into ``<out>/mathjax/``), and the CDN scripts of
+nbconvert's template (require.js, MathJax) are left out. ``--only`` builds some notebooks;
+``--no-execute`` renders them as stored (no outputs: a quick proof-read of text and equations).
 """
 from __future__ import annotations
 
 import argparse
 import html
+import importlib.util
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import nbformat
 
@@ -22,6 +30,57 @@ __all__ = ["build_site", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+MATHJAX_DIR = "mathjax"  # inside the site folder
+# the one configuration shipped by jupyter-server-mathjax; its output is HTML-CSS with the STIX web fonts
+MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+
+# nbconvert's lab template, less its CDN scripts (require.js is only used by live widgets, stripped
+# here), with MathJax loaded from the site folder and configured as the classic Jupyter Notebook did
+_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({
+    tex2jax: {
+        inlineMath: [ ['$','$'], ["\\(","\\)"] ],
+        displayMath: [ ['$$','$$'], ["\\[","\\]"] ],
+        processEscapes: true,
+        processEnvironments: true
+    },
+    TeX: { equationNumbers: { autoNumber: "AMS", useLabelIds: true } },
+    displayAlign: 'center',
+    messageStyle: 'none',
+    "HTML-CSS": {
+        availableFonts: [],
+        preferredFont: null,
+        webFont: "STIX-Web",
+        imageFont: null,
+        linebreaks: { automatic: true }
+    }
+});
+</script>
+<script src="{{ resources.mathjax_url }}"></script>
+{%- endblock html_head_js_mathjax -%}
+"""
+
+
+def mathjax_source() -> Path:
+    """The MathJax 2 distribution shipped by the ``jupyter-server-mathjax`` package (in the test extra)."""
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the site typesets equations with a local MathJax: install the package "
+                           "jupyter-server-mathjax (`pip install -e .[test]` or `python3 run.py site`)")
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    if not (static / "MathJax.js").exists():
+        raise RuntimeError(f"jupyter-server-mathjax has no MathJax.js in {static}")
+    return static
+
+
+def copy_mathjax(out: Path) -> Path:
+    """Copy MathJax into ``out / MATHJAX_DIR`` (once: an existing copy is refreshed in place)."""
+    dest = out / MATHJAX_DIR
+    shutil.copytree(mathjax_source(), dest, dirs_exist_ok=True)
+    return dest
 
 
 def _strip_widget_views(nb: nbformat.NotebookNode) -> None:
@@ -45,8 +104,13 @@ def _title(nb: nbformat.NotebookNode, fallback: str) -> str:
     return fallback
 
 
-def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True, timeout: int = 1800) -> list[Path]:
-    """Execute and render the chapters into ``out``; returns the HTML pages written (index first)."""
+def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True, timeout: int = 1800,
+               only: Sequence[str] | None = None, execute: bool = True) -> list[Path]:
+    """Execute and render the chapters into ``out``; returns the HTML pages written (index first).
+
+    ``only``: notebook names (with or without ``.ipynb``) to build instead of all of them.
+    ``execute=False`` renders the notebooks as stored, without running them.
+    """
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
@@ -55,17 +119,25 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if homework:
         notebooks += sorted((ROOT / "notebooks" / "homework" / "source").glob("*.ipynb"))
+    if only is not None:
+        wanted = {Path(name).stem for name in only}
+        unknown = wanted - {p.stem for p in notebooks}
+        if unknown:
+            raise ValueError(f"no such notebook(s): {sorted(unknown)}; choose from {[p.stem for p in notebooks]}")
+        notebooks = [p for p in notebooks if p.stem in wanted]
+    copy_mathjax(out)
     old = os.environ.get("GREGNB_FAST"), os.environ.get("MPLBACKEND")
     os.environ["GREGNB_FAST"] = "1" if fast else "0"
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # kernels draw figures inline
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="lab", raw_template=_TEMPLATE, mathjax_url=MATHJAX_URL)
     pages, entries = [], []
     try:
         for path in notebooks:
             t0 = time.perf_counter()
             nb = nbformat.read(path, as_version=4)
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            if execute:
+                NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                               resources={"metadata": {"path": str(path.parent)}}).execute()
             _strip_widget_views(nb)
             body, _ = exporter.from_notebook_node(nb)
             page = out / (path.stem + ".html")
@@ -81,13 +153,17 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
                 os.environ[key] = value
     items = "\n".join(f'<li><a href="{name}">{html.escape(title)}</a></li>' for name, title, _ in entries)
     mode = "FAST mode (small settings: numbers are smoke tests)" if fast else "normal mode"
+    if not execute:
+        mode = "no mode: the notebooks were not run (no outputs)"
     index = out / "index.html"
     index.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>gregnb</title></head>
 <body style="font-family: sans-serif; max-width: 50em; margin: 2em auto">
 <h1>gregnb: seeing why OOD detectors work</h1>
 <p>A static rendering of the collection, executed in {mode}. Widgets show the figure they drew when the
 page was built; run the notebooks in JupyterLab to use them.</p>
-<ol>{items}</ol></body></html>
+<ol>{items}</ol>
+<p style="font-size: small">Equations are typeset by a local copy of MathJax (in <code>{MATHJAX_DIR}/</code>, with its
+licence): the pages need no network.</p></body></html>
 """, encoding="utf-8")
     return [index, *pages]
 
@@ -98,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "build" / "site"))
     ap.add_argument("--fast", action="store_true", help="execute with GREGNB_FAST=1 (a few minutes)")
     ap.add_argument("--no-homework", action="store_true")
+    ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="build only these notebooks (e.g. 03_gradient_regularization)")
+    ap.add_argument("--no-execute", action="store_true", help="render the notebooks as stored, without running them")
     args = ap.parse_args(argv)
-    pages = build_site(args.out, fast=args.fast, homework=not args.no_homework)
+    pages = build_site(args.out, fast=args.fast, homework=not args.no_homework, only=args.only,
+                       execute=not args.no_execute)
     print(f"wrote {len(pages)} pages; open {pages[0]}")
     return 0
 

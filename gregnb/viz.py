@@ -316,3 +316,60 @@ def fig_to_png(fig, dpi: int = 80) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+#: colours and markers of the radii in chapter 06 (sound certificates, the truth, estimates, attacks)
+RADIUS_STYLES = {"global": dict(color="#7f7f7f", marker="v"), "ibp": dict(color="#9467bd", marker="s"),
+                 "crown": dict(color="#2ca02c", marker="o"), "grid": dict(color="#000000", marker="*"),
+                 "local estimate": dict(color="#ff7f0e", marker="x"), "attack": dict(color="#d62728", marker="^")}
+
+
+def radius_circles(ax, points, radii: Mapping[str, object], *, styles: Mapping | None = None, linewidth: float = 1.2):
+    """Draw, around each 2-D point, one circle per entry of ``radii`` (label -> ``(N,)`` radii in input
+    units; a radius of 0 or inf draws nothing). Colours from :data:`RADIUS_STYLES` unless ``styles``
+    (label -> matplotlib keyword arguments) says otherwise; one legend entry per label. Returns ``ax``."""
+    from matplotlib.patches import Circle
+
+    p = _np(points)
+    for label, r in radii.items():
+        r = _np(r)
+        if len(r) != len(p):
+            raise ValueError(f"radii[{label!r}] has {len(r)} values for {len(p)} points")
+        kw = {"color": RADIUS_STYLES.get(label, {}).get("color", "C0"), **(styles or {}).get(label, {})}
+        for (cx, cy), rad in zip(p, r):
+            if 0 < rad < np.inf:
+                ax.add_patch(Circle((cx, cy), rad, fill=False, lw=linewidth, **kw))
+        ax.plot([], [], lw=linewidth, label=label, **kw)
+    ax.set_aspect("equal", adjustable="box")
+    return ax
+
+
+def sandwich_plot(radii: Mapping[str, object], ax=None, *, order_by: str = "crown", floor: float = 1e-4,
+                  scale: float | None = None, scale_label: str = "scale", title: str | None = None):
+    """Per-point radii of several methods on a log axis, points sorted by ``radii[order_by]``.
+
+    ``radii``: label -> ``(N,)`` radii (the same N points); zeros (misdetected or uncertified) are drawn at
+    ``floor``, infinities (an attack that never succeeded) are left out. ``scale`` draws a reference
+    line (e.g. the distance to the nearest digit of another class). Returns ``ax``."""
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(6, 3.2)).subplots()
+    order = np.argsort(_np(radii[order_by]), kind="stable")
+    for label, r in radii.items():
+        r = _np(r)[order]
+        style = RADIUS_STYLES.get(label, {"marker": "o"})
+        keep = np.isfinite(r)
+        ax.scatter(np.arange(len(r))[keep], np.maximum(r[keep], floor), s=14, label=label, **style)
+    if scale is not None:
+        ax.axhline(scale, color="k", ls=":", lw=1, label=scale_label)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"point (sorted by {order_by} radius)")
+    ax.set_ylabel("ℓ2 radius")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+__all__ += ["RADIUS_STYLES", "radius_circles", "sandwich_plot"]

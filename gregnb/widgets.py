@@ -15,10 +15,9 @@ import traceback
 from typing import Callable, Mapping
 
 import ipywidgets as W
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 import copy
@@ -31,11 +30,14 @@ from .data.base import Benchmark
 from .viz import fig_to_png, make_grid, score_histograms, score_landscape, show_images, threshold_contour
 
 __all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer", "taylor_explorer",
-           "lambda_explorer", "sampling_explorer", "radius_explorer"]
+           "lambda_explorer", "sampling_explorer", "radius_explorer", "Sketchpad", "PointExplorer"]
 
 
 class FigureExplorer(W.VBox):
     """Controls + a figure redrawn by ``draw(fig, **values) -> dict of numbers``.
+
+    The figure (``fig``) is a ``matplotlib.figure.Figure`` not registered with pyplot, so an explorer
+    never leaves a figure open: Jupyter's inline backend cannot show it a second time, in another cell.
 
     Attributes:
         controls: name -> widget; each change redraws.
@@ -55,11 +57,9 @@ class FigureExplorer(W.VBox):
             self.buttons[label] = button
         self._draw = draw
         self._dpi = dpi
-        was_interactive = matplotlib.is_interactive()
-        plt.ioff()
-        self.fig = plt.figure(figsize=figsize)
-        if was_interactive:
-            plt.ion()
+        # A figure of its own, unknown to pyplot: only ``image`` shows it. A pyplot figure would stay open
+        # after the cell, and the inline backend would draw it again under the next cell that plots.
+        self.fig = Figure(figsize=figsize)
         self.image = W.Image(format="png")
         self.stats = W.HTML()
         self.output = W.Output()
@@ -387,22 +387,27 @@ def lambda_explorer(models: Mapping[float, nn.Module], data: Benchmark, *, exten
     return FigureExplorer(controls, draw, figsize=(9, 3.8))
 
 
-def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 384, n_draws: int = 8,
+def sampling_explorer(model: nn.Module, data: Benchmark, *, batch_size: int = 64, n_draws: int = 8,
                       max_k: int = 64) -> FigureExplorer:
-    """Algorithm 1 of GReg+ step by step on 2-D data.
+    """Algorithm 1 of GReg+ step by step on 2-D data, in the regime training uses.
 
-    Controls: ``stage`` (1 candidates by energy, 2 normalised features, 3 clusters, 4 picks), ``k``
-    (clusters), ``window`` (energy-rank slice kept), ``two_way``, ``draw`` (which candidate batch).
+    Each draw is one training step's candidate batch: ``6 x batch_size`` pool points (384 by default),
+    selected through :func:`gregnb.sampling.plan_selection` as :func:`gregnb.train.fit` does (picks 2x the
+    batch two-way, 1x one-way). Controls: ``stage`` (1 candidates by energy, 2 normalised features,
+    3 clusters, 4 picks), ``k`` (clusters), ``window`` (energy-rank slice kept), ``two_way``, ``draw``.
     Left: the candidates in input space; right: their normalised penultimate features in the plane of
-    the first two principal components. Picks: triangles = lowest energy of a cluster (hard),
-    squares = highest (already detected). ``metrics``: numbers of picks and their mean energies.
+    the first two principal components. Picks: triangles = a cluster's lowest energy (hard), squares = its
+    highest (already detected), diamonds = random fills (when clusters are too small to fill the picks).
+    ``metrics``: numbers of picks of each kind and their mean energies; a setting the selection refuses
+    (e.g. more picks than the window keeps) is reported there instead of drawn.
     """
     from sklearn.decomposition import PCA
 
-    from .sampling import energy_cluster_sample, kmeans
+    from .sampling import kmeans, plan_selection
 
     if data.input_shape != (2,):
         raise ValueError("sampling_explorer draws inputs in the plane: use a 2-D benchmark (gregnb.data.toy2d)")
+    n_candidates = plan_selection("energy_cluster", batch_size).n_candidates
     gen = torch.Generator().manual_seed(0)
     draws = []
     was_training = model.training
@@ -415,6 +420,8 @@ def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 
             draws.append(dict(x=cand.numpy(), feats=feats, energy=energy(logits), fz=PCA(2).fit_transform(f.numpy())))
     model.train(was_training)
     id_pts = data.train_x[:400].numpy()
+    markers = {0: ("^", "r", "hard", "lowest energy (hard)"), 1: ("s", "k", "detected", "highest energy (detected)"),
+               2: ("D", "tab:blue", "fill", "random fill")}
 
     def draw(fig, stage: str, k: int, window: tuple, two_way: bool, draw_index: int) -> dict:
         d = draws[draw_index]
@@ -425,10 +432,10 @@ def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 
         in_window = np.zeros(n_candidates, bool)
         in_window[keep.numpy()] = True
         n_stage = int(stage[0])
+        kk = min(k, int(in_window.sum()))
         if n_stage <= 2:
             color, cmap = d["energy"].numpy(), "viridis"
         else:
-            kk = min(k, int(in_window.sum()))
             f = d["feats"][keep]
             labels, _ = kmeans(f / f.norm(dim=1, keepdim=True).clamp_min(1e-12), kk,
                                generator=torch.Generator().manual_seed(draw_index))
@@ -441,21 +448,26 @@ def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 
             ax.scatter(pts[shown, 0], pts[shown, 1], s=10, c=color[shown], cmap=cmap)
         out = {"candidates kept": int(shown.sum())}
         if n_stage == 4:
-            kk = min(k, int(in_window.sum()))
-            idx = energy_cluster_sample(d["feats"], d["energy"], n_clusters=kk, two_way=two_way, window=(start, end),
-                                        generator=torch.Generator().manual_seed(draw_index)).numpy()
-            low, high = idx[:kk], idx[kk:]
-            for ax, pts in ((ax_x, d["x"]), (ax_f, d["fz"])):
-                ax.scatter(pts[low, 0], pts[low, 1], s=60, marker="^", facecolors="none", edgecolors="r", lw=1.5,
-                           label="lowest energy (hard)")
-                if len(high):
-                    ax.scatter(pts[high, 0], pts[high, 1], s=60, marker="s", facecolors="none", edgecolors="k",
-                               lw=1.5, label="highest energy (detected)")
-            e = d["energy"].numpy()
-            out.update({"hard picks": len(low), "detected picks": len(high), "mean E candidates": float(e.mean()),
-                        "mean E hard": float(e[low].mean()), "mean E detected": float(e[high].mean()) if len(high) else float("nan")})
+            try:
+                plan = plan_selection("energy_cluster", batch_size, n_clusters=kk, two_way=two_way,
+                                      window=(start, end))
+            except ValueError as err:
+                out["selection refused"] = str(err)
+            else:
+                idx, roles = plan.select(d["feats"], d["energy"], generator=torch.Generator().manual_seed(draw_index),
+                                         return_roles=True)
+                idx, roles, e = idx.numpy(), roles.numpy(), d["energy"].numpy()
+                out["mean E candidates"] = float(e.mean())
+                for role, (marker, colour, key, label) in markers.items():
+                    sel = idx[roles == role]
+                    out[f"{key} picks"] = len(sel)
+                    if len(sel):
+                        out[f"mean E {key}"] = float(e[sel].mean())
+                        for ax, pts in ((ax_x, d["x"]), (ax_f, d["fz"])):
+                            ax.scatter(pts[sel, 0], pts[sel, 1], s=60, marker=marker, facecolors="none",
+                                       edgecolors=colour, lw=1.5, label=label)
         titles = {1: "candidates, coloured by energy", 2: "kept by the window, by energy",
-                  3: f"k-means on normalised features (k={k})", 4: "picks per cluster"}
+                  3: f"k-means on normalised features (k={kk})", 4: "picks per cluster"}
         ax_x.set_title(f"input space: {titles[n_stage]}", fontsize=9)
         ax_f.set_title("normalised features (PCA plane)", fontsize=9)
         ax_x.legend(fontsize=7, loc="lower left")
@@ -464,7 +476,7 @@ def sampling_explorer(model: nn.Module, data: Benchmark, *, n_candidates: int = 
     controls = {
         "stage": W.ToggleButtons(options=["1 candidates", "2 features", "3 clusters", "4 picks"], value="4 picks",
                                  description="stage"),
-        "k": W.IntSlider(value=16, min=2, max=max_k, description="k", continuous_update=False),
+        "k": W.IntSlider(value=min(batch_size, max_k), min=2, max=max_k, description="k", continuous_update=False),
         "window": W.IntRangeSlider(value=(0, n_candidates), min=0, max=n_candidates, description="window",
                                    continuous_update=False),
         "two_way": W.Checkbox(value=True, description="two-way"),
@@ -535,3 +547,6 @@ def radius_explorer(models: Mapping[str, nn.Module], data: Benchmark, eps_values
         "L": W.ToggleButtons(options=["local estimate", "global bound"], value="local estimate", description="L"),
     }
     return FigureExplorer(controls, draw, figsize=(7.5, 5))
+
+
+from .sketchpad import PointExplorer, Sketchpad  # noqa: E402  (draw an input, see how every detector judges it)

@@ -1,4 +1,5 @@
-"""What a student sees: JupyterLab in headless Chromium runs chapters 01 and 03, a slider redraws a figure.
+"""What a student sees: JupyterLab in headless Chromium runs chapters 01 and 03, a slider redraws a figure;
+and a reader of the static site, offline, sees typeset equations.
 
 Opt-in by marker (``-m browser``) and run by ``.ci/run``. Needs Debian's Chromium at /usr/bin/chromium
 (``apt-get install chromium``) and Playwright for Python (installed with the test extras); Playwright
@@ -24,8 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("GREGNB_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("GREGNB_SCREENSHOTS", ROOT / "build" / "screenshots"))
 CHAPTERS = ["01_energy_scores.ipynb", "03_gradient_regularization.ipynb"]
+SITE_CHAPTER = "01_energy_scores"  # built executed (FAST) for the offline check: the energy score, in equations
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.browser
+
+
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium` (as root) "
+                    f"or set GREGNB_CHROMIUM to enable the browser test")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the test extras)")
 
 
 def _free_port() -> int:
@@ -41,10 +52,7 @@ def _get(url: str):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium` (as root) "
-                    f"or set GREGNB_CHROMIUM to enable the browser test")
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the test extras)")
+    _need_chromium()
     work = tmp_path_factory.mktemp("lab")
     for name in CHAPTERS:  # a copy: saving must not put outputs into the committed notebooks
         shutil.copy(ROOT / "notebooks" / name, work / name)
@@ -135,9 +143,7 @@ def test_chapters_run_in_the_browser_and_a_slider_redraws(lab):
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             known_kernels: set = set()
@@ -173,3 +179,75 @@ def test_chapters_run_in_the_browser_and_a_slider_redraws(lab):
                 page.screenshot(path=str(SHOTS / f"{Path(name).stem}-after-slider.png"))
         finally:
             browser.close()
+
+
+def _display_math_blocks(path: Path) -> int:
+    import nbformat
+
+    return sum(c.source.count("$$") // 2 for c in nbformat.read(path, 4).cells if c.cell_type == "markdown")
+
+
+# resolves once MathJax has finished its start-up typesetting; what it found and how it went
+_MATHJAX_REPORT = """() => new Promise(resolve => MathJax.Hub.Register.StartupHook("End", () => resolve({
+    inline: document.querySelectorAll('script[type="math/tex"]').length,
+    display: document.querySelectorAll('script[type="math/tex; mode=display"]').length,
+    errors: document.querySelectorAll('.MathJax .merror, .MathJax_Error').length,
+    font: (MathJax.OutputJax["HTML-CSS"] || {}).fontInUse || null,
+    markdown: [...document.querySelectorAll('.jp-MarkdownOutput')].map(e => e.innerText).join('\\n'),
+    text: document.body.innerText,
+})))"""
+
+
+def test_site_pages_typeset_equations_offline(tmp_path):
+    """One chapter built as ``run.py site`` builds it (executed, FAST), every other page rendered without
+    running it (equations live in markdown), each opened offline: every equation typeset by the MathJax
+    copied into the site folder, with its web font, and no request leaves the machine."""
+    _need_chromium()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    from gregnb.site import build_site
+
+    site = tmp_path / "site"
+    executed = build_site(site, fast=True, only=[SITE_CHAPTER])[1]
+    pages = [executed] + [p for p in build_site(tmp_path / "unexecuted", execute=False)[1:] if p.stem != SITE_CHAPTER]
+    notebooks = {p.stem: p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+                 and p.parent.name != "homework"}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    total = 0
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(offline=True, viewport={"width": 1200, "height": 900})
+            outside: list[str] = []
+
+            def only_local(route):
+                if route.request.url.startswith("file:"):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", only_local)
+            page = context.new_page()
+            for path in pages:
+                page.goto(path.as_uri())
+                try:
+                    page.wait_for_function("() => window.MathJax && window.MathJax.Hub", timeout=15_000)
+                except PlaywrightTimeout:
+                    pytest.fail(f"{path.name}: no MathJax after 15 s offline (requests refused: {outside})")
+                report = page.evaluate(_MATHJAX_REPORT)
+                if path == executed:
+                    page.screenshot(path=str(SHOTS / f"site-{path.stem}-offline.png"), full_page=False)
+                where = f"{path.name} (offline)"
+                assert "$$" not in report["text"], f"{where}: raw $$ left in the page"
+                assert "$" not in report["markdown"], f"{where}: raw $ left in the text"
+                assert report["display"] == _display_math_blocks(notebooks[path.stem]), (where, report["display"])
+                assert report["errors"] == 0, f"{where}: {report['errors']} equations failed to typeset"
+                if report["inline"] + report["display"]:
+                    assert report["font"] == "STIX-Web", f"{where}: MathJax fell back to {report['font']!r}"
+                total += report["inline"] + report["display"]
+            assert not outside, f"the site asked the network for {outside}"
+        finally:
+            browser.close()
+    assert total > 50, f"only {total} equations typeset across {len(pages)} pages"

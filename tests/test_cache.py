@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from gregnb.cache import cached_training, load_checkpoint, save_checkpoint
+from gregnb.cache import cached_training
+from gregnb.checkpoint import load_checkpoint, save_checkpoint
 from gregnb.experiments import default_model
 from gregnb.train import fit
 

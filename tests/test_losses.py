@@ -121,9 +121,12 @@ def test_reference_is_paper_over_n_without_coupling():
     # paper = (1/n_id) sum_ID + (1/n_ood) sum_OOD: the same sums, but the reference is 1/N smaller
     model = _mlp64(2)
     x = 2 * torch.randn(9, 2, dtype=torch.float64)
+    with torch.no_grad():
+        x = x[energy(model(x)).argsort()]  # the 4 lowest energies are the ID rows
     xg = x.clone().requires_grad_(True)
     e = energy(model(xg))
-    m_in, m_out = e.detach().max().item() + 1, e.detach().min().item() - 1  # every row past its margin
+    lo, hi = e.detach()[3].item(), e.detach()[4].item()
+    m_in, m_out = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3  # every row strictly past its margin, m_in < m_out
     ref = greg_penalty(xg, e, 4, m_in, m_out, convention="reference")
     paper = greg_penalty(xg, e, 4, m_in, m_out, convention="paper")
     # every row is masked in; reference gradients carry 1/n of their part

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from gregnb.cache import load_checkpoint
+from gregnb.checkpoint import load_checkpoint
 from gregnb.data.digits import load_benchmark
 from gregnb.data.base import Benchmark
 from gregnb.models import SmallCNN

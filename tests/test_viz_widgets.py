@@ -11,6 +11,35 @@ from gregnb.viz import grid_values, make_grid, roc_plot, score_histograms, score
 from gregnb.widgets import dataset_browser, temperature_explorer
 
 
+@pytest.fixture(autouse=True)
+def no_figure_left_open():
+    """Every test here closes what it opened; an explorer opens nothing in pyplot (a figure left open is
+    drawn again by Jupyter's inline backend under the next cell that plots)."""
+    before = set(plt.get_fignums())
+    yield
+    left = set(plt.get_fignums()) - before
+    plt.close("all")
+    assert not left, f"figures left open in pyplot: {sorted(left)}"
+
+
+def test_explorers_draw_on_figures_pyplot_does_not_know(blobs, toy_model, digits):
+    from matplotlib.figure import Figure
+
+    from gregnb.widgets import taylor_explorer
+
+    before = plt.get_fignums()
+    explorers = [taylor_explorer(), dataset_browser(digits, ncols=4, nrows=2),
+                 temperature_explorer(toy_model, blobs.test_x, blobs.ood["near"], resolution=20)]
+    for ex in explorers:
+        first = ex.image.value
+        control = next(iter(ex.controls.values()))
+        control.value = control.options[-1] if hasattr(control, "options") else control.max
+        assert ex.image.value != first and ex.error is None
+        assert isinstance(ex.fig, Figure) and ex.fig.canvas.manager is None  # not one of pyplot's
+        assert ex.fig not in [plt.figure(n) for n in plt.get_fignums()]
+    assert plt.get_fignums() == before
+
+
 def test_make_grid_layout():
     g = make_grid((-1, 1, 0, 2), n=3)
     assert g.shape == (9, 2)

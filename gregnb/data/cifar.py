@@ -94,8 +94,28 @@ def load_cifar(name: str = "cifar10", root: str | os.PathLike | None = None, dow
             ds = cls(str(root), train=train, download=download)
         except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
             raise _missing(root / folder, name.upper(), "https://www.cs.toronto.edu/~kriz/cifar.html") from err
+        except Exception:  # a truncated or corrupt batch file: unpickling or reshaping fails inside torchvision
+            files = [f for f, _ in base_cls.train_list + base_cls.test_list] + [base_cls.meta["filename"]]
+            raise ValueError(f"cannot read {name.upper()}: {_first_bad_pickle(root / folder, files)}. The file is "
+                             f"truncated or corrupt: delete {root / folder} and get it again (download=True, or "
+                             f"https://www.cs.toronto.edu/~kriz/cifar.html)") from None
         out += [torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.targets, dtype=torch.int64)]
     return tuple(out)
+
+
+def _first_bad_pickle(folder: Path, names: list[str]) -> str:
+    """The first of ``folder/names`` that does not unpickle to CIFAR's format, with the reason (error path only)."""
+    import pickle
+
+    for n in names:
+        try:
+            with open(folder / n, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            if "data" in entry and np.asarray(entry["data"]).size % 3072:
+                return f"{folder / n} holds a partial image array ({np.asarray(entry['data']).size} bytes)"
+        except Exception as err:
+            return f"{folder / n} ({type(err).__name__}: {err})"
+    return f"a file under {folder}"
 
 
 def load_svhn(root: str | os.PathLike | None = None, max_images: int | None = None) -> torch.Tensor:
@@ -105,7 +125,13 @@ def load_svhn(root: str | os.PathLike | None = None, max_images: int | None = No
     path = _root(root) / OOD_SETS["SVHN"][0]
     if not path.exists():
         raise _missing(path, "SVHN test set", OOD_SETS["SVHN"][1])
-    x = loadmat(str(path))["X"]  # (32, 32, 3, N)
+    try:
+        x = loadmat(str(path))["X"]  # (32, 32, 3, N)
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+            raise ValueError(f"its 'X' has shape {x.shape}, not (32, 32, 3, N)")
+    except Exception as err:  # truncated/corrupt .mat, a missing 'X'
+        raise ValueError(f"cannot read the SVHN test set {path} ({type(err).__name__}: {err}); it is truncated or "
+                         f"not the SVHN file: get it again from {OOD_SETS['SVHN'][1]}") from None
     x = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2))))
     return x[:max_images] if max_images else x
 
@@ -136,8 +162,11 @@ def load_image_folder(path: str | os.PathLike, max_images: int | None = None, se
         files = [files[i] for i in sorted(idx)]
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for i, f in enumerate(files):
-        with Image.open(f) as img:
-            out[i] = _to_32(img)
+        try:
+            with Image.open(f) as img:
+                out[i] = _to_32(img)
+        except Exception as err:  # truncated or not an image (PIL reads lazily: errors show in _to_32)
+            raise ValueError(f"cannot read the image {f} ({type(err).__name__}: {err}); delete or replace it") from None
     return torch.from_numpy(out)
 
 
@@ -149,7 +178,11 @@ def load_aux_pool(source: str | os.PathLike | None = None, root: str | os.PathLi
     if path.suffix == ".npy":
         if not path.exists():
             raise _missing(path, "auxiliary pool", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy")
-        arr = np.load(path, mmap_mode="r")
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except Exception as err:  # truncated (mmap longer than the file), not a .npy, a pickled object
+            raise ValueError(f"cannot read the auxiliary pool {path} ({type(err).__name__}: {err}); it is truncated "
+                             f"or not a NumPy array file: get it again") from None
         if arr.ndim != 4 or arr.shape[1:] != (32, 32, 3) or arr.dtype != np.uint8:
             raise ValueError(f"{path} must hold uint8 images of shape (N, 32, 32, 3), got {arr.dtype} {arr.shape}")
         return torch.from_numpy(np.array(arr[:max_images] if max_images else arr))  # a writable copy in memory
@@ -200,11 +233,32 @@ def load_cifar_benchmark(name: str = "cifar10", root: str | os.PathLike | None =
         train_transform=gpu_augment, eval_transform=normalize)
 
 
+def _nchw_float(x: torch.Tensor, what: str) -> torch.Tensor:
+    """uint8 NHWC ``(B, H, W, 3)`` or float NCHW ``(B, 3, H, W)`` in [0, 1] -> float NCHW in [0, 1]; else an error."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} takes a torch tensor, got {type(x).__name__} (use torch.from_numpy)")
+    if x.dtype == torch.uint8:
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"{what}: uint8 images must be (B, H, W, 3) (channels last, as stored), got {tuple(x.shape)}")
+        return x.permute(0, 3, 1, 2).float().div_(255)
+    if not x.is_floating_point():
+        raise ValueError(f"{what} takes uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] images, got {x.dtype}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{what}: float images must be (B, 3, H, W) (channels first) in [0, 1], got "
+                         f"{tuple(x.shape)}; uint8 images are (B, H, W, 3)")
+    if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+        raise ValueError(f"{what}: float images must lie in [0, 1], got values in [{x.min().item():.3g}, "
+                         f"{x.max().item():.3g}] (already normalised? 0-255 floats? divide by 255)")
+    return x.float() if x.dtype != torch.float32 else x
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, 32, 32, 3)`` (or float NCHW in [0, 1]) -> float ``(B, 3, 32, 32)`` normalised with the
-    CIFAR mean and std, on ``x``'s device."""
-    if x.dtype == torch.uint8:
-        x = x.permute(0, 3, 1, 2).float().div_(255)
+    CIFAR mean and std, on ``x``'s device. Other layouts or ranges raise (no silent scrambling)."""
+    return _standardize(_nchw_float(x, "normalize"))
+
+
+def _standardize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -212,10 +266,12 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 def gpu_augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
     """Random crop (zero padding ``pad``) and horizontal flip for a whole batch at once, on ``x``'s device
-    (no per-image Python), then :func:`normalize`. ``x``: uint8 ``(B, H, W, 3)``."""
-    b, h, w, _ = x.shape
-    dev = x.device
-    xp = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad))  # (B, 3, H+2p, W+2p), zeros
+    (no per-image Python), then :func:`normalize`. ``x``: uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)``
+    in [0, 1]."""
+    xc = _nchw_float(x, "gpu_augment")  # (B, 3, H, W) in [0, 1]
+    b, _, h, w = xc.shape
+    dev = xc.device
+    xp = torch.nn.functional.pad(xc, (pad, pad, pad, pad))  # (B, 3, H+2p, W+2p), zeros
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
     flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
@@ -224,4 +280,4 @@ def gpu_augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: 
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     bi = torch.arange(b, device=dev)[:, None, None]
     out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
-    return normalize(out)
+    return _standardize(out.permute(0, 3, 1, 2))

@@ -26,7 +26,7 @@ generator changes so stale caches are rebuilt.
 from __future__ import annotations
 
 import os
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +204,36 @@ def _cache_path(seed: int, root: Path | None = None) -> Path:
     return (root or data_dir()) / f"digits_v{GENERATOR_VERSION}_seed{seed}.npz"
 
 
+_REQUIRED = ("train_x", "train_y", "test_x", "test_y", "aux_x")
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None (with a warning) when the file is stale, truncated, corrupt or incomplete."""
+    try:
+        with np.load(path) as z:
+            if int(z["generator_version"]) != GENERATOR_VERSION:
+                return None
+            arrays = {k: z[k] for k in z.files if k != "generator_version"}  # read (and CRC-checked) here
+        missing = [k for k in _REQUIRED if k not in arrays]
+        if missing:
+            raise KeyError(f"missing {missing}")
+        return arrays
+    except Exception as err:  # BadZipFile, EOFError, zlib/CRC errors, a missing key...: rebuild, do not trust
+        warnings.warn(f"the digits cache {path} is unreadable ({type(err).__name__}: {err}); rebuilding it")
+        return None
+
+
+def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically; a read-only folder only costs the cache (with a warning), not the data."""
+    from ..checkpoint import atomic_write
+
+    try:
+        atomic_write(path, lambda f: np.savez_compressed(f, generator_version=GENERATOR_VERSION, **arrays))
+    except OSError as err:
+        warnings.warn(f"could not write the digits cache {path} ({err}); using the data without caching it "
+                      f"(set GREGNB_DATA or root= to a writable folder to keep it)")
+
+
 def load_benchmark(seed: int = 0, *, cache: bool = True, root: str | os.PathLike | None = None) -> Benchmark:
     """The offline digits benchmark (see the module docstring for its sources).
 
@@ -216,30 +246,14 @@ def load_benchmark(seed: int = 0, *, cache: bool = True, root: str | os.PathLike
         A :class:`~gregnb.data.Benchmark`: 1,347 train and 450 test digits, 28,000 pool
         images, and four OOD sets of 1,000 images each, all ``(N, 1, 8, 8)`` float32 in [0, 1].
     """
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative whole number, got {seed!r}")
     path = _cache_path(int(seed), Path(root) if root is not None else None)
-    arrays = None
-    if cache and path.exists():
-        try:
-            with np.load(path) as z:
-                if int(z["generator_version"]) == GENERATOR_VERSION:
-                    arrays = {k: z[k] for k in z.files if k != "generator_version"}
-        except (OSError, ValueError, KeyError):
-            arrays = None  # unreadable cache (e.g. an interrupted write elsewhere): rebuild it
+    arrays = _read_cache(path) if cache and path.exists() else None
     if arrays is None:
         arrays = build_arrays(int(seed))
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-            os.close(fd)
-            try:
-                with open(tmp, "wb") as f:
-                    np.savez_compressed(f, generator_version=GENERATOR_VERSION, **arrays)
-                os.replace(tmp, path)  # atomic: readers never see a half-written cache
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            _write_cache(path, arrays)
     t = torch.from_numpy
     return Benchmark(
         name="digits",

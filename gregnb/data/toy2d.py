@@ -88,7 +88,9 @@ def load_toy(
     for arg, val in dict(n_train=n_train, n_test=n_test, n_aux=n_aux, n_ood=n_ood).items():
         if not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{arg} must be a positive integer, got {val!r}")
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative whole number, got {seed!r}")
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(7)]
     make = _blobs if name == "blobs" else _moons
     train_x, train_y = make(n_train, streams[0])
     test_x, test_y = make(n_test, streams[1])

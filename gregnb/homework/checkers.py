@@ -8,8 +8,11 @@ reference implementation in :mod:`gregnb` and prints a friendly verdict:
 * **wrong** - with the largest difference, one failing case, and a hint when the answer matches a
   typical mistake (wrong sign, OOD as positive, squared norm, unmasked penalty, forgotten temperature...).
 
-The verdict never shows the reference code. Each checker also returns a :class:`Verdict` so tests
-and graders can use it: ``check_energy(my_energy).ok``. A function that still raises
+The verdict never shows the reference code. A return value that cannot be checked (``None``, text, the
+wrong shape, NaN) gets a message that says so instead of a crash; arrays, lists and tensors on any
+device are accepted; a warning the student's code emits is reported (nbgrader gives 0 to a test cell
+that writes to stderr). Each checker also returns a :class:`Verdict` so tests and graders can use it:
+``check_energy(my_energy).ok``. A function that still raises
 ``NotImplementedError`` (an unanswered stub) gets a message and the error is raised again, so a
 notebook stops at the first unanswered question.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import math
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -28,7 +32,7 @@ from ..losses import greg_penalty
 from ..metrics import fpr_at_tpr
 from ..scores import energy
 
-__all__ = ["Verdict", "check_energy", "check_fpr95", "check_greg_penalty", "check_sampler",
+__all__ = ["Verdict", "check_energy", "check_fpr95", "check_greg_penalty", "check_sampler", "check_pick_means",
            "check_certified_radius", "reference_two_way_selection"]
 
 EXACT, CLOSE = 1e-6, 1e-3
@@ -56,7 +60,7 @@ class Verdict:
         if self.status == "close":
             lines.append(f"   largest difference {self.max_diff:.2e}: fine, but check float precision.")
         if self.status in ("wrong", "error"):
-            if self.status == "wrong":
+            if self.status == "wrong" and math.isfinite(self.max_diff):
                 lines.append(f"   largest difference from the expected result: {self.max_diff:.3g}")
             if self.failing_case:
                 lines.append(f"   a failing case: {self.failing_case}")
@@ -69,57 +73,167 @@ class Verdict:
         p.text(str(self))
 
 
-def _diff(a, b) -> float:
-    a = torch.as_tensor(a, dtype=torch.float64)
-    b = torch.as_tensor(b, dtype=torch.float64)
-    if a.shape != b.shape:
-        return math.inf
+def _describe(value) -> str:
+    """A short description of a returned value, for messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} ({value.dtype}, on {value.device})"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} ({value.dtype})"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def _as_result(value) -> tuple[torch.Tensor | None, str | None]:
+    """A student's return value as a float64 CPU tensor, or ``(None, why it cannot be one)``."""
+    if value is None:
+        return None, "your function returned None: did you forget the `return` statement?"
+    if isinstance(value, (str, bytes)):
+        return None, f"your function returned a string ({_describe(value)}): return numbers, not text"
+    if isinstance(value, torch.Tensor):
+        try:
+            value = value.detach().cpu()  # any device is fine
+        except Exception:  # e.g. the "meta" device holds no values
+            return None, f"your function returned {_describe(value)}, whose values cannot be read"
+        if value.is_complex():
+            return None, f"your function returned complex numbers ({_describe(value)})"
+        return value.to(torch.float64), None
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        try:
+            return torch.stack([torch.as_tensor(v).detach().cpu().to(torch.float64).reshape(()) for v in value]), None
+        except (RuntimeError, TypeError, ValueError):
+            return None, f"your function returned a {type(value).__name__} of tensors: return one tensor"
+    try:
+        out = torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError, RuntimeError):
+        return None, f"your function returned {_describe(value)}, which is not a number, array or tensor"
+    return out, None
+
+
+def _shape_hint(got: torch.Tensor, want: torch.Tensor) -> str:
+    g, w = tuple(got.shape), tuple(want.shape)
+    if got.numel() == want.numel():
+        return f"you return shape {g}, expected {w}: same values, wrong shape (reshape/squeeze it)"
+    if len(w) == 0:
+        return f"you return shape {g}, expected a single number"
+    if len(w) == 1 and len(g) >= 1 and g[0] == w[0]:
+        return f"you return shape {g}, expected {w}: one value per row (reduce over the other dimensions)"
+    return f"you return shape {g}, expected {w}"
+
+
+def _diff(a: torch.Tensor, b) -> float:
+    """Largest relative difference of two same-shape results (inf if NaN appears where it should not)."""
+    b = torch.as_tensor(b, dtype=torch.float64).detach().cpu()
     if a.numel() == 0:
         return 0.0
     both_inf = torch.isinf(a) & torch.isinf(b) & (torch.sign(a) == torch.sign(b))
+    both_nan = torch.isnan(a) & torch.isnan(b)
     d = ((a - b).abs() / (1.0 + b.abs()))
-    d = torch.where(both_inf, torch.zeros_like(d), d)
+    d = torch.where(both_inf | both_nan, torch.zeros_like(d), d)
     if torch.isnan(d).any():
         return math.inf
     return float(d.max())
 
 
+class BadResult(Exception):
+    """Raised by a checker's call wrapper when the student's return value cannot be checked."""
+
+
+def _checked(value) -> torch.Tensor:
+    """``value`` as a float64 CPU tensor, or :class:`BadResult` with a message saying what is wrong."""
+    out, why = _as_result(value)
+    if why:
+        raise BadResult(why)
+    return out
+
+
+def _safe(wrong: Callable[[str], object], cases) -> bool:
+    try:
+        for c in cases:
+            wrong(c[0])
+    except Exception:
+        return False
+    return True
+
+
+def _matches(outputs: list[torch.Tensor], wrong_cases: list[int], wrong: list | None) -> bool:
+    """True if, in every case the student got wrong, the output equals the typical-mistake result
+    (within CLOSE)."""
+    if wrong is None or not wrong_cases:
+        return False
+    for i in wrong_cases:
+        w = torch.as_tensor(wrong[i], dtype=torch.float64).detach().cpu()
+        if outputs[i].shape != w.shape or _diff(outputs[i], w) > CLOSE:
+            return False
+    return True
+
+
+def _call(call: Callable[[], object], notes: list[str]):
+    """Run one student call; warnings it emits become notes (under nbgrader a warning on stderr
+    costs the test cell's points, so the student should hear about it here)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = call()
+    for w in caught:
+        note = (f"⚠️ your code printed a warning ({w.category.__name__}: {str(w.message).splitlines()[0][:120]}); "
+                f"graded cells must run without warnings, so fix its cause")
+        if note not in notes:
+            notes.append(note)
+    return got
+
+
 def _run(name: str, cases: list[tuple[str, Callable[[], object], Callable[[], object]]],
          mistakes: list[tuple[str, Callable[[str], object]]], student_fn: Callable) -> Verdict:
     """cases: (description, student call, expected). mistakes: (hint, fn(case description) -> wrong result)."""
-    worst, worst_case = 0.0, None
-    outputs = []
+    worst, worst_case, shape_hint, nan_case = 0.0, None, None, None
+    outputs, notes, wrong_cases = [], [], []
+
+    def error(case: str, hint: str) -> Verdict:
+        v = Verdict(name, "error", failing_case=case, hint=hint, n_cases=len(cases), details=notes)
+        print(v)
+        return v
+
     for desc, call, expected in cases:
         try:
-            got = call()
+            got = _call(call, notes)
         except NotImplementedError:
             v = Verdict(name, "error", failing_case=desc, hint="the function still raises NotImplementedError: "
                                                                "replace the stub with your code", n_cases=len(cases))
             print(v)
             raise  # the notebook stops here, at the unanswered question, with the stub's own message
+        except BadResult as bad:
+            return error(desc, str(bad))
         except Exception as err:
             tb = traceback.format_exception_only(type(err), err)[-1].strip()
-            v = Verdict(name, "error", failing_case=f"{desc} raised {tb}", n_cases=len(cases),
-                        hint="read the error; check shapes and types of what you return")
-            print(v)
-            return v
-        if isinstance(got, torch.Tensor):
-            got = got.detach()
+            return error(f"{desc} raised {tb}", "read the error; check shapes and types of what you return")
+        got, why = _as_result(got)
+        if why:
+            return error(desc, why)
+        want = torch.as_tensor(expected(), dtype=torch.float64).detach().cpu()
+        if want.ndim == 0 and got.numel() == 1:
+            got = got.reshape(())  # a one-element array for a single number is fine
         outputs.append(got)
-        d = _diff(got, expected())
+        if got.shape != want.shape:
+            d = math.inf
+            shape_hint = shape_hint or _shape_hint(got, want)
+        else:
+            d = _diff(got, want)
+            if nan_case is None and torch.isnan(got).any() and not torch.isnan(want).any():
+                nan_case = desc
+        if d > CLOSE:
+            wrong_cases.append(len(outputs) - 1)
         if d > worst:
             worst, worst_case = d, desc
     status = "exact" if worst <= EXACT else "close" if worst <= CLOSE else "wrong"
     hint = None
     if status == "wrong":
         for text, wrong in mistakes:
-            try:
-                if all(_diff(outputs[i], wrong(cases[i][0])) <= CLOSE for i in range(len(cases))):
-                    hint = text
-                    break
-            except Exception:
-                continue
-    v = Verdict(name, status, worst, worst_case if status == "wrong" else None, hint, len(cases))
+            if _matches(outputs, wrong_cases, [wrong(c[0]) for c in cases] if _safe(wrong, cases) else None):
+                hint = text
+                break
+        hint = hint or shape_hint
+        if hint is None and nan_case is not None:
+            hint = f"your result contains NaN (first in case: {nan_case}); look for 0/0, log of 0 or inf - inf"
+    v = Verdict(name, status, worst, worst_case if status == "wrong" else None, hint, len(cases), notes)
     print(v)
     return v
 
@@ -168,7 +282,7 @@ def check_fpr95(student_fpr95: Callable[[np.ndarray, np.ndarray], float]) -> Ver
     """HW1: ``student_fpr95(id_scores, ood_scores) -> float`` with HIGH = ID and ID as the positive class:
     the fraction of OOD scores >= t, t the largest threshold keeping at least 95% of ID scores >= t."""
     data = {d: (a, b) for d, a, b in _fpr_cases()}
-    cases = [(d, (lambda a=a, b=b: float(student_fpr95(a.copy(), b.copy()))), (lambda a=a, b=b: fpr_at_tpr(a, b)))
+    cases = [(d, (lambda a=a, b=b: student_fpr95(a.copy(), b.copy())), (lambda a=a, b=b: fpr_at_tpr(a, b)))
              for d, (a, b) in data.items()]
     mistakes = [
         ("this is the OOD-positive reading (share of ID rejected at 95% OOD recall); here ID is positive",
@@ -233,11 +347,15 @@ def check_greg_penalty(student_penalty: Callable) -> Verdict:
     def call(d):
         model, x, n_id, m_in, m_out = data[d]
         out = student_penalty(model, x.clone(), n_id, m_in, m_out)
-        if not isinstance(out, torch.Tensor) or out.numel() != 1:
-            raise TypeError("return a scalar tensor")
+        if not isinstance(out, torch.Tensor):
+            _checked(out)  # None, text, ...: says what is wrong
+            raise BadResult(f"return a torch tensor connected to the weights, not {_describe(out)}")
+        if out.numel() != 1:
+            raise BadResult(f"return one number (a scalar tensor), not shape {tuple(out.shape)}: "
+                            f"the mean over the ID rows plus the mean over the OOD rows")
         if not out.requires_grad:
-            raise RuntimeError("the penalty is not differentiable w.r.t. the weights: "
-                               "use torch.autograd.grad(..., create_graph=True)")
+            raise BadResult("the penalty is not differentiable w.r.t. the weights: "
+                            "use torch.autograd.grad(..., create_graph=True)")
         return out.reshape(())
 
     def variant(d, kind):
@@ -306,9 +424,19 @@ def check_sampler(student_select: Callable) -> Verdict:
 
     def call(d):
         labels, e, n = data[d]
-        out = torch.as_tensor(student_select(labels.clone(), e.clone(), n)).long().flatten()
-        return torch.tensor(sorted(set(out.tolist())), dtype=torch.long) if len(set(out.tolist())) == len(out) \
-            else out.sort().values.double() + 0.5  # duplicates can never match
+        raw = student_select(labels.clone(), e.clone(), n)
+        if isinstance(raw, (torch.Tensor, np.ndarray)) and raw.dtype in (torch.bool, np.bool_):
+            raise BadResult("you return a boolean mask: return the indices (mask.nonzero().squeeze(1))")
+        out = _checked(raw)
+        if out.ndim > 1 and out.numel() != max(out.shape):
+            raise BadResult(f"return a 1-D collection of indices, not shape {tuple(out.shape)}")
+        if out.numel() and (out != out.round()).any():
+            raise BadResult("return integer indices into the candidates (not energies or a mask)")
+        out = out.long().flatten()
+        if len(set(out.tolist())) != len(out):
+            raise BadResult("some indices appear more than once: return each index once (in a small cluster the "
+                            "lowest- and highest-energy member can be the same)")
+        return out.sort().values
 
     def variant(d, kind):
         labels, e, n = data[d]
@@ -340,6 +468,40 @@ def check_sampler(student_select: Callable) -> Verdict:
     return _run("two-way selection", cases, mistakes, student_select)
 
 
+def check_pick_means(mean_low, mean_high, picks, labels: torch.Tensor, energies: torch.Tensor) -> Verdict:
+    """HW3 Q2: for the student's OWN ``picks`` (indices into ``energies``), ``mean_low`` must be the mean
+    energy of the picks that are the lowest-energy member of their cluster and ``mean_high`` the mean
+    energy of the other picks (NaN if there are none). A mistake in the selection itself is not
+    counted again here: only the split and the means are checked."""
+    n = len(torch.as_tensor(energies).flatten())
+    idx, why = _as_result(picks)
+    if why is None and (idx.numel() == 0 or (idx != idx.round()).any() or (idx < 0).any() or (idx >= n).any()):
+        why = f"it must return a non-empty collection of indices between 0 and {n - 1}"
+    if why:
+        v = Verdict("pick means", "error", hint=f"fix your selection function first: {why}", n_cases=2)
+        print(v)
+        return v
+    idx = idx.long().flatten()
+    labels, e = torch.as_tensor(labels).flatten().cpu(), torch.as_tensor(energies).detach().flatten().cpu().double()
+    lowest = {c: e[labels == c].min() for c in torch.unique(labels).tolist()}
+    hard = torch.tensor([bool(e[i] == lowest[int(labels[i])]) for i in idx.tolist()])
+    exp_low, exp_high = e[idx][hard].mean(), e[idx][~hard].mean()  # NaN when empty
+    n_hard = int(hard.sum())
+    descs = {"mean_low": f"mean_low (your {n_hard} picks that are their cluster's lowest)",
+             "mean_high": f"mean_high (your {len(idx) - n_hard} other picks; NaN if none)"}
+    values = {descs["mean_low"]: mean_low, descs["mean_high"]: mean_high}
+    expected = {descs["mean_low"]: exp_low, descs["mean_high"]: exp_high}
+    cases = [(k, (lambda k=k: values[k]), (lambda k=k: expected[k])) for k in values]
+    other = dict(zip(values, reversed(values)))
+    mistakes = [
+        ("mean_low and mean_high are swapped: the hard picks are the LOW-energy ones", lambda k: expected[other[k]]),
+        ("this is the mean over all your picks: split them into each cluster's lowest member and the rest",
+         lambda k: e[idx].mean()),
+        ("this is the mean over all candidates: average over your picks only", lambda k: e.mean()),
+    ]
+    return _run("pick means", cases, mistakes, None)
+
+
 # ------------------------------------------------------------------ HW4: certified radius
 
 def _radius_cases():
@@ -358,7 +520,7 @@ def check_certified_radius(student_radius: Callable) -> Verdict:
 
     def call(d):
         e, t, lip, eps = data[d]
-        return torch.as_tensor(student_radius(e.clone(), t, lip, eps=eps), dtype=torch.float64)
+        return student_radius(e.clone(), t, lip, eps=eps)
 
     def variant(d, kind):
         e, t, lip, eps = data[d]

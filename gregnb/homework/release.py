@@ -9,20 +9,22 @@ Sources live in ``notebooks/homework/source/`` and mark, with the conventions nb
 * in Markdown cells, text between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes
   "YOUR ANSWER HERE".
 
-Outputs are cleared. The student versions go to ``notebooks/homework/`` by default; ``--check`` only
-compares and exits 1 if the committed student versions are out of date.
+Outputs are cleared, and cells are locked in JupyterLab the way nbgrader's ``generate_assignment``
+locks them: answer cells cannot be deleted; test cells and other locked cells can be neither edited
+nor deleted (``deletable: false`` / ``editable: false`` in the cell metadata).
+
+Unlike nbgrader's own release, the stubs keep the ``# HINT:`` text, so hand out these versions and
+use nbgrader (if at all) to collect and grade. The student versions go to ``notebooks/homework/`` by
+default; ``--check`` only compares and exits 1 if the committed student versions are out of date.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import re
 import sys
 from pathlib import Path
 
-import nbformat
-
-__all__ = ["release_notebook", "release_all", "main", "SOURCE_DIR", "RELEASE_DIR"]
+__all__ = ["release_notebook", "release_all", "lock_cell", "main", "SOURCE_DIR", "RELEASE_DIR"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIR = ROOT / "notebooks" / "homework" / "source"
@@ -51,11 +53,26 @@ def release_source(source: str, cell_type: str) -> str:
     return out.rstrip("\n")
 
 
-def release_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A student copy: solutions stubbed, hidden tests removed, outputs cleared."""
+def lock_cell(cell) -> None:
+    """Set JupyterLab's ``deletable`` / ``editable`` flags from the cell's nbgrader metadata, as nbgrader's
+    LockCells does: answer cells cannot be deleted; test cells and locked cells cannot be edited either."""
+    meta = cell.metadata.get("nbgrader", {})
+    cell.metadata.pop("deletable", None)
+    cell.metadata.pop("editable", None)
+    if meta.get("solution"):
+        cell.metadata["deletable"] = False
+    elif meta.get("grade") or meta.get("locked"):
+        cell.metadata["deletable"] = False
+        cell.metadata["editable"] = False
+
+
+def release_notebook(nb):
+    """A student copy of an ``nbformat`` notebook: solutions stubbed, hidden tests removed, outputs
+    cleared, cells locked."""
     out = copy.deepcopy(nb)
     for cell in out.cells:
         cell.source = release_source(cell.source, cell.cell_type)
+        lock_cell(cell)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
@@ -69,6 +86,8 @@ def _student_name(path: Path) -> str:
 def release_all(out_dir: Path = RELEASE_DIR, source_dir: Path = SOURCE_DIR, check: bool = False) -> list[str]:
     """Release every source notebook into ``out_dir``; with ``check``, only report the stale ones.
     Returns the names written (or, with ``check``, the names that differ)."""
+    import nbformat  # the test extra; only this tool needs it
+
     sources = sorted(source_dir.glob("*.ipynb"))
     if not sources:
         raise FileNotFoundError(f"no source notebooks in {source_dir}")
@@ -86,23 +105,10 @@ def release_all(out_dir: Path = RELEASE_DIR, source_dir: Path = SOURCE_DIR, chec
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gregnb.homework", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    rel = sub.add_parser("release", help="write the student versions")
-    rel.add_argument("--out", type=Path, default=RELEASE_DIR, help=f"output folder (default {RELEASE_DIR})")
-    rel.add_argument("--source", type=Path, default=SOURCE_DIR, help=f"source folder (default {SOURCE_DIR})")
-    rel.add_argument("--check", action="store_true", help="fail if the student versions in --out are out of date")
-    args = ap.parse_args(argv)
-    changed = release_all(args.out, args.source, check=args.check)
-    if args.check:
-        if changed:
-            print(f"out of date in {args.out}: {', '.join(changed)}; run python -m gregnb.homework release")
-            return 1
-        print(f"student versions in {args.out} are up to date")
-        return 0
-    print(f"wrote {len(changed)} student notebook(s) to {args.out}" + (f": {', '.join(changed)}" if changed else ""))
-    return 0
+    """``python -m gregnb.homework release ...`` (the arguments after ``release``)."""
+    from .__main__ import main as cli
+
+    return cli(["release", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,334 @@
+"""Sound bounds on the logits and on the energy over a ball, and the sound radius they certify.
+
+Conventions: the energy is ``E(x) = -T LSE(f(x) / T)`` (LOW = ID); a sample is accepted as ID when
+``E <= threshold``. Balls are ℓ2 (``norm="l2"``) in the space the model sees (pixels in [0, 1] for
+digits), or boxes ``|x - x0|_inf <= eps`` (``norm="linf"``, used by the grid certifier).
+
+From logit bounds to energy bounds (``g(z) = T LSE(z / T)``, so ``E = -g(f(x))``). ``g`` is increasing
+in every logit and convex, with gradient ``softmax(z / T)``; hence, over the ball,
+
+* upper bounds of ``g`` (so lower bounds of E, which certify OOD decisions): ``g(f) <= g(u)`` with
+  ``u`` the logits' interval upper bounds; and ``g(f) = f_j + g(f - f_j) <= u_j + g(D)`` for the top
+  class ``j`` at the centre, ``D_k`` CROWN's upper bound of the *difference* ``f_k - f_j`` (differences
+  keep the logits' correlation, which separate per-logit bounds throw away);
+* lower bounds of ``g`` (upper bounds of E, which certify ID decisions): ``g(f) >= g(l)``, ``g(f) >= l_j``
+  (``g >= max_k f_k``), and, by convexity, the tangent ``g(f) >= g(z0) + p0 . (f - z0)`` at the centre's
+  logits ``z0`` with ``p0 = softmax(z0 / T)``, where CROWN bounds the *single* linear objective ``p0 . f``
+  from below: exact to first order at the centre, and far tighter than bounding each logit alone.
+
+Every combination is sound, so the best of them is taken. "ibp" uses the interval pair only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .graph import _DTYPE, build_graph, run_graph
+from .propagate import InputSet, backward_lower, propagate
+
+__all__ = ["logit_bounds", "energy_bounds", "sound_radius", "METHODS"]
+
+#: radius methods, loosest first
+METHODS = ("global", "ibp", "crown", "grid")
+
+
+def _inputs(model: nn.Module, x, eps, norm: str):
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
+        raise ValueError("x must be a non-empty tensor of shape (N, *input_shape)")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    eps_t = torch.as_tensor(eps, dtype=_DTYPE).flatten()
+    if eps_t.numel() == 1:
+        eps_t = eps_t.expand(len(x))
+    if len(eps_t) != len(x) or not torch.isfinite(eps_t).all() or (eps_t < 0).any():
+        raise ValueError("eps must be a finite number >= 0, or one per sample")
+    return x.detach().cpu().to(_DTYPE), eps_t.clone()
+
+
+def _check_method(method: str, allowed=METHODS[:3]) -> None:
+    if method not in allowed:
+        raise ValueError(f"method must be one of {allowed}, got {method!r}")
+
+
+def _check_intermediate(intermediate: str) -> None:
+    if intermediate not in ("ibp", "symbolic", "backward"):
+        raise ValueError(f"intermediate must be 'ibp', 'symbolic' or 'backward', got {intermediate!r}")
+
+
+def _logits(ops, inp: InputSet, method: str, intermediate: str):
+    """(pre-activation bounds, logit lower, logit upper) by IBP or CROWN."""
+    if method == "ibp":
+        return propagate(ops, inp, "ibp")
+    pre, _, _ = propagate(ops, inp, intermediate)
+    k = ops[-1].out_shape[0]
+    eye = torch.eye(k, dtype=_DTYPE).expand(len(inp.x0), k, k)
+    low = backward_lower(ops, len(ops) - 1, torch.cat([eye, -eye], 1), inp, pre)
+    return pre, low[:, :k], -low[:, k:]
+
+
+def _lse(z: torch.Tensor, t: float) -> torch.Tensor:
+    return t * torch.logsumexp(z / t, dim=1)
+
+
+def _crown_rows(ops, inp: InputSet, t: float, intermediate: str, side: str = "both"):
+    """CROWN on the objectives that the energy bounds need. Returns ``(a, b, z0, g_box)``: row ``r``'s lower
+    bound over the ball of radius ``e <= inp.eps`` is ``a[:, r] - e * b[:, r]``. Rows (``j`` the top
+    class at the centre): for the energy's upper bound ("upper"): ``p0 . f``, ``f_j``; for its lower
+    bound ("lower"): ``-f_j``, ``f_j - f_k`` (K); "both": all of them (NaN columns for a missing side).
+    ``z0``: the centre's logits ``(B, K)``; ``g_box``: ``(g(l), g(u))`` from the logits' interval bounds."""
+    pre, l, u = propagate(ops, inp, intermediate)
+    z0 = run_graph(ops, inp.x0)
+    n, k = z0.shape
+    eye = torch.eye(k, dtype=_DTYPE)
+    top = eye[z0.argmax(1)]  # (n, K): e_j
+    rows = []
+    if side in ("upper", "both"):
+        rows += [torch.softmax(z0 / t, dim=1)[:, None, :], top[:, None, :]]
+    if side in ("lower", "both"):
+        rows += [-top[:, None, :], top[:, None, :] - eye[None]]
+    a, b = backward_lower(ops, len(ops) - 1, torch.cat(rows, 1), inp, pre, pieces=True)
+    nan = torch.full((n, 2 if side == "lower" else k + 1), math.nan, dtype=_DTYPE)
+    if side == "upper":
+        a, b = torch.cat([a, nan], 1), torch.cat([b, nan], 1)
+    elif side == "lower":
+        a, b = torch.cat([nan, a], 1), torch.cat([nan, b], 1)
+    return a, b, z0, (_lse(l, t), _lse(u, t))
+
+
+def _energy_from_rows(a, b, z0, eps: torch.Tensor, t: float, g_box=None):
+    """(lower, upper) of E from :func:`_crown_rows`' pieces at radius ``eps`` (``(B,)``); see the module
+    docstring. ``lower = -(u_j + g(D))`` with ``D_k >= f_k - f_j``; ``upper = -max(g(z0) + p0 . (f - z0), l_j)``
+    (``g >= max_k f_k >= f_j``). NaN where the side was not computed. ``g_box``: ``(g(l), g(u))`` from the
+    interval logit bounds on the ball the pieces came from: constants valid for every smaller radius."""
+    low = a - eps[:, None] * b
+    lin, l_j, u_j, dmax = low[:, 0], low[:, 1], -low[:, 2], -low[:, 3:]
+    p0 = torch.softmax(z0 / t, dim=1)
+    g_low = torch.maximum(_lse(z0, t) + lin - (p0 * z0).sum(1), l_j)
+    g_up = u_j + _lse(dmax, t)
+    if g_box is not None:
+        g_low, g_up = torch.fmax(g_low, g_box[0]), torch.fmin(g_up, g_box[1])
+    return -g_up, -g_low
+
+
+def _energy_chunk(ops, inp: InputSet, method: str, t: float, intermediate: str):
+    """(lower, upper) of E over each sample's set, for "ibp" or "crown"."""
+    if method == "ibp":
+        _, l, u = propagate(ops, inp, "ibp")
+        return -_lse(u, t), -_lse(l, t)
+    a, b, z0, g_box = _crown_rows(ops, inp, t, intermediate)
+    return _energy_from_rows(a, b, z0, inp.eps, t, g_box)
+
+
+def _global_constant(model: nn.Module, in_shape) -> float:
+    from ..lipschitz import global_lipschitz_bound
+
+    return float(global_lipschitz_bound(model, tuple(in_shape)))
+
+
+def _chunks(n: int, size: int):
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _eval(model: nn.Module):
+    was = model.training
+    model.eval()
+    return was
+
+
+def logit_bounds(model: nn.Module, x: torch.Tensor, eps, method: str = "crown", *, norm: str = "l2",
+                 intermediate: str = "symbolic", batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sound per-logit bounds ``l <= f(x') <= u`` for every ``x'`` in the ball ``B_eps(x)``.
+
+    Args:
+        x: ``(N, *input_shape)`` centres; eps: a radius or one per sample (input units).
+        method: "ibp" or "crown" (see :mod:`gregnb.certify.propagate`).
+        intermediate: for "crown", how the inputs of ReLUs and max-pools are bounded: "symbolic"
+            (forward linear bounds, fast; the default), "backward" (full CROWN, one backward pass per
+            neuron: tighter, far slower on CNNs) or "ibp" (intervals: fastest, loosest).
+    Returns ``(l, u)``, each ``(N, K)`` float64, in logit units. The model is left in its mode.
+    """
+    _check_method(method, ("ibp", "crown"))
+    _check_intermediate(intermediate)
+    x64, eps_t = _inputs(model, x, eps, norm)
+    was = _eval(model)
+    try:
+        ops = build_graph(model, tuple(x.shape[1:]))
+        out = [_logits(ops, InputSet(x64[s], eps_t[s], norm), method, intermediate)[1:]
+               for s in _chunks(len(x), batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+
+def energy_bounds(model: nn.Module, x: torch.Tensor, eps, method: str = "crown", *, temperature: float = 1.0,
+                  norm: str = "l2", intermediate: str = "symbolic", batch_size: int = 32,
+                  _ops=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sound bounds ``lower <= E(x') <= upper`` on the energy over each ball ``B_eps(x_i)``.
+
+    Methods: "global" (``E(x) ± L eps`` with ``L`` the product of the layers' spectral norms, see
+    :func:`gregnb.lipschitz.global_lipschitz_bound`), "ibp" (interval bounds, exact ℓ2 first layer,
+    BatchNorm folded), "crown" (linear relaxation bounds propagated backwards; the tightest).
+    "global" and "ibp" are monotone in eps (a larger ball never gets a tighter bound); for "crown" see
+    :func:`sound_radius`. ``intermediate``: as in :func:`logit_bounds`. ``norm="linf"`` bounds over the box
+    ``|x' - x|_inf <= eps`` instead. Returns ``(lower, upper)``, each ``(N,)`` float64, energy units.
+    """
+    _check_method(method)
+    _check_intermediate(intermediate)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    x64, eps_t = _inputs(model, x, eps, norm)
+    was = _eval(model)
+    try:
+        ops = _ops if _ops is not None else build_graph(model, tuple(x.shape[1:]))
+        if method == "global":
+            lip = _global_constant(model, x.shape[1:])
+            e0 = -_lse(run_graph(ops, x64), temperature)
+            r = eps_t * (1.0 if norm == "l2" else math.sqrt(x[0].numel()))
+            return e0 - lip * r, e0 + lip * r
+        out = [_energy_chunk(ops, InputSet(x64[s], eps_t[s], norm), method, temperature, intermediate)
+               for s in _chunks(len(x), batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+
+def _correct_mask(decide_id: torch.Tensor, is_id) -> torch.Tensor:
+    if is_id is None:
+        return torch.ones_like(decide_id)
+    truth = torch.as_tensor(is_id, dtype=torch.bool).flatten()
+    if truth.numel() == 1:
+        truth = truth.expand(len(decide_id))
+    if len(truth) != len(decide_id):
+        raise ValueError(f"is_id must be one bool or one per sample ({len(decide_id)}), got {len(truth)}")
+    return decide_id == truth
+
+
+def _search(certify, n: int, eps_max: float, todo: torch.Tensor, steps: int, rel_tol: float,
+            start: torch.Tensor | None = None) -> torch.Tensor:
+    """Bracket search for the largest certified radius of each sample in ``todo`` (indices).
+
+    ``certify(eps, idx)`` returns, for the samples ``idx`` at radii ``eps``, a *verified* radius
+    ``rho <= eps`` (``rho == eps`` when the ball of radius eps is certified). The best verified radius
+    ``lo`` only grows; ``hi`` is the smallest radius seen not certified; the next try is their geometric
+    mean, at most ``4 lo`` (or ``hi / 4`` while nothing is certified), until ``hi - lo <= rel_tol * hi`` or
+    ``steps`` tries.
+    ``start``: the first radius to try per sample (default ``eps_max``); any guess is safe."""
+    lo = torch.zeros(n, dtype=_DTYPE)
+    hi = torch.full((n,), float(eps_max), dtype=_DTYPE)
+    eps = hi.clone() if start is None else start.to(_DTYPE).clamp(eps_max * 1e-6, eps_max)
+    active = torch.zeros(n, dtype=torch.bool)
+    active[todo] = True
+    for _ in range(steps):
+        idx = torch.nonzero(active).flatten()
+        if len(idx) == 0:
+            break
+        rho = certify(eps[idx], idx)
+        lo[idx] = torch.maximum(lo[idx], rho)
+        hi[idx] = torch.where(rho >= eps[idx], hi[idx], eps[idx])
+        active &= hi - lo > rel_tol * hi
+        eps = torch.where(lo > 0, lo * torch.sqrt(hi / lo.clamp_min(1e-300)).clamp_max(4.0), hi / 4)
+    return lo
+
+
+def _rows_radius(a, b, z0, eps, decide_id, threshold: float, t: float, g_box=None, iters: int = 50) -> torch.Tensor:
+    """The largest ``e <= eps`` at which CROWN's linear pieces (valid for every radius up to ``eps``)
+    prove the decision: closed-form bounds, bisected in ``e`` (they are monotone in ``e``)."""
+    def ok(e):
+        lo, hi = _energy_from_rows(a, b, z0, e, t, g_box)
+        return torch.where(decide_id, hi <= threshold, lo > threshold)
+
+    good, bad = torch.zeros_like(eps), eps.clone()
+    full = ok(eps)
+    for _ in range(iters):
+        mid = (good + bad) / 2
+        m = ok(mid)
+        good, bad = torch.where(m, mid, good), torch.where(m, bad, mid)
+    good = torch.where(ok(good), good, torch.zeros_like(good))  # e = 0 may fail too (relaxation slack)
+    return torch.where(full, eps, good)
+
+
+def _first_order_guess(model: nn.Module, x: torch.Tensor, e0: torch.Tensor, threshold: float, t: float):
+    """``|threshold - E(x)| / ||grad E(x)||``: where a first-order model says the decision flips. Sound
+    radii are typically a few to ten times smaller; the search starts at an eighth of it (only a
+    starting point: no guarantee either way)."""
+    from ..lipschitz import input_gradient_norm
+
+    g = input_gradient_norm(model, x, temperature=t).double()
+    return (threshold - e0).abs() / g.clamp_min(1e-12)
+
+
+def sound_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, method: str = "crown", eps_max: float = 1.0,
+                 is_id=None, temperature: float = 1.0, n_bisect: int = 12, rel_tol: float = 0.02,
+                 intermediate: str = "symbolic", batch_size: int = 32, cell: float | None = None) -> torch.Tensor:
+    """The largest ℓ2 radius (up to ``eps_max``) within which the bounds *prove* each decision.
+
+    A sample is decided ID when ``E(x) <= threshold`` (LOW = ID). Its radius ``r`` satisfies: for every
+    ``x'`` with ``||x' - x|| <= r``, the decision at ``x'`` is the decision at ``x`` (a certificate, not
+    an estimate). With ``is_id`` (one bool, or one per sample: the truth), samples whose decision is
+    wrong get radius 0 ("correctly detected and certified").
+
+    "global": closed form ``|threshold - E| / L``. "ibp" / "crown": a bracket search over the ball's
+    radius (at most ``n_bisect`` bound computations per sample, stopping at relative width ``rel_tol``).
+    Monotone-safe: the radius returned is always one at which the bounds were *checked* to prove the
+    decision, and bounds over ``B_r`` cover every smaller ball, so the result is sound whether or not the
+    bounds grow monotonically with the radius ("global" and "ibp" do: nested balls give nested
+    intervals; CROWN's adaptive ReLU lines need not, which the search can only make it miss, never
+    overstate). CROWN's linear pieces computed on ``B_eps`` stay valid on every smaller ball, so each
+    CROWN call also certifies the largest radius ``<= eps`` those pieces prove.
+    "grid" (2-D inputs only): :func:`gregnb.certify.grid.grid_radius`; ``cell`` is its finest cell.
+
+    Returns ``(N,)`` float64 radii in input units.
+    """
+    _check_method(method, METHODS)
+    if not math.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    if not (isinstance(eps_max, (int, float)) and 0 < eps_max < math.inf):
+        raise ValueError(f"eps_max must be a positive finite number, got {eps_max!r}")
+    if not isinstance(n_bisect, int) or n_bisect < 1:
+        raise ValueError(f"n_bisect must be a positive integer, got {n_bisect!r}")
+    _check_intermediate(intermediate)
+    x64, _ = _inputs(model, x, 0.0, "l2")
+    was = _eval(model)
+    try:
+        ops = build_graph(model, tuple(x.shape[1:]))
+        e0 = -_lse(run_graph(ops, x64), temperature)
+        decide_id = e0 <= threshold
+        correct = _correct_mask(decide_id, is_id)
+        if method == "grid":
+            from .grid import grid_radius
+
+            r = grid_radius(model, x, threshold, eps_max=eps_max, cell=cell, temperature=temperature, _ops=ops)
+        elif method == "global":
+            lip = _global_constant(model, x.shape[1:])
+            r = ((threshold - e0).abs() / lip if lip > 0 else torch.full_like(e0, math.inf)).clamp_max(eps_max)
+        else:
+            def certify(eps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                out = []
+                for s in _chunks(len(idx), batch_size):
+                    inp, dec = InputSet(x64[idx[s]], eps[s], "l2"), decide_id[idx[s]]
+                    if method == "ibp":
+                        lo, hi = _energy_chunk(ops, inp, "ibp", temperature, intermediate)
+                        ok = torch.where(dec, hi <= threshold, lo > threshold)
+                        out.append(torch.where(ok, eps[s], torch.zeros_like(eps[s])))
+                    else:
+                        side = "upper" if dec.all() else "lower" if not dec.any() else "both"
+                        a, b, z0, g_box = _crown_rows(ops, inp, temperature, intermediate, side)
+                        out.append(_rows_radius(a, b, z0, eps[s], dec, threshold, temperature, g_box))
+                return torch.cat(out)
+
+            def grouped(eps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # ID and OOD in separate chunks
+                out = torch.empty(len(idx), dtype=_DTYPE)
+                for mask in (decide_id[idx], ~decide_id[idx]):
+                    if mask.any():
+                        out[mask] = certify(eps[mask], idx[mask])
+                return out
+
+            r = _search(grouped, len(x), eps_max, torch.nonzero(correct).flatten(), n_bisect, rel_tol,
+                        _first_order_guess(model, x, e0, threshold, temperature) / 8)
+    finally:
+        model.train(was)
+    return torch.where(correct, r, torch.zeros_like(r))

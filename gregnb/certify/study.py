@@ -1,0 +1,120 @@
+"""Measurements for chapter 06: the sandwich of radii, certified-detection curves, a scale for digits
+radii, and the Lipschitz-constrained CNN trained like the chapters' models.
+
+The sandwich, per correctly detected point: ``global <= IBP <= CROWN <= true radius <= attack radius``
+(the first three are sound certificates, so they lie below the truth; an attack's radius lies above it).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from ..data.base import Benchmark
+from ..inference import predict_logits
+from ..lipschitz import attack_radius
+from ..metrics import threshold_at_tpr
+from ..scores import energy
+from .bounds import sound_radius
+
+__all__ = ["energy_threshold", "radius_table", "certified_curve", "nearest_other_class", "lipschitz_models"]
+
+
+def energy_threshold(model: nn.Module, data: Benchmark, tpr: float = 0.95) -> float:
+    """The energy threshold ``gamma`` at which ``tpr`` of the ID test set is accepted (``E <= gamma``)."""
+    return -threshold_at_tpr(-energy(predict_logits(model, data.test_x)), tpr)
+
+
+def radius_table(model: nn.Module, x: torch.Tensor, threshold: float, *, is_id, eps_max: float,
+                 methods=("global", "ibp", "crown"), attack: bool = True, attack_steps: int = 20,
+                 n_bisect: int = 10, cell: float | None = None):
+    """One row per point: its energy, whether it is detected correctly, the sound radius of every method
+    in ``methods`` (0 where misdetected) and, with ``attack``, the smallest radius at which PGD flips
+    the decision (:func:`gregnb.lipschitz.attack_radius`; ``inf`` if none within ``eps_max``).
+    Radii in input units (ℓ2). Returns a pandas DataFrame."""
+    import pandas as pd
+
+    e = energy(predict_logits(model, x)).double()
+    truth = torch.as_tensor(is_id, dtype=torch.bool).flatten()
+    truth = truth.expand(len(x)) if truth.numel() == 1 else truth
+    rows = {"energy": e.numpy(), "correct": ((e <= threshold) == truth).numpy()}
+    for m in methods:
+        rows[m] = sound_radius(model, x, threshold, method=m, eps_max=eps_max, is_id=truth, n_bisect=n_bisect,
+                               cell=cell).numpy()
+    if attack:
+        r = attack_radius(model, x, threshold, eps_max=eps_max, steps=attack_steps, n_bisect=n_bisect)
+        rows["attack"] = torch.where(torch.as_tensor(rows["correct"]), r.double(), torch.zeros_like(r.double())).numpy()
+    return pd.DataFrame(rows)
+
+
+def certified_curve(radii, eps_grid) -> torch.Tensor:
+    """Unconditional certified detection: for each ``eps``, the share of *all* points detected correctly
+    and certified at ``eps`` (a misdetected point has radius 0 and never counts; at ``eps = 0`` the curve
+    is the share detected correctly). ``radii``: ``(N,)``. Returns ``(len(eps_grid),)``."""
+    r = torch.as_tensor(radii, dtype=torch.float64).flatten()
+    grid = torch.as_tensor(eps_grid, dtype=torch.float64).flatten()
+    if len(r) == 0 or (r < 0).any() or torch.isnan(r).any():
+        raise ValueError("radii must be a non-empty collection of numbers >= 0")
+    detected = r > 0
+    return torch.stack([(detected & (r >= g)).double().mean() if g > 0 else detected.double().mean() for g in grid])
+
+
+def nearest_other_class(data: Benchmark, n: int = 200) -> torch.Tensor:
+    """A scale for digits radii: the ℓ2 distance from each of the first ``n`` ID test images to the
+    nearest *training* image of another class (pixel units). A certificate that large would survive
+    morphing the image into a different digit. Returns ``(n,)``."""
+    x, y = data.test_x[:n].flatten(1).double(), data.test_y[:n]
+    train, ty = data.train_x.flatten(1).double(), data.train_y
+    d = torch.cdist(x, train)
+    d[y[:, None] == ty[None, :]] = math.inf
+    return d.min(1).values
+
+
+def lipschitz_models(data: Benchmark, seed: int = 0, *, methods: dict | None = None, lipschitz: float = 32.0,
+                     ce_epochs: int | None = None, finetune_epochs: int | None = None, cache: bool = True):
+    """Train :class:`gregnb.models.LipschitzCNN` the way :func:`gregnb.experiments.compare_methods`
+    trains the chapters' CNN: cross-entropy from scratch, margins proposed from that model, then a
+    fine-tune per entry of ``methods`` (default: the energy loss and GReg). Cached in ``data/models``.
+
+    Returns ``(models, margins)``: label -> trained model (eval mode), and ``(m_in, m_out)``.
+    """
+    from ..config import seed_everything
+    from ..experiments import CE_RECIPES, FINETUNE_RECIPES
+    from ..losses import propose_margins
+    from ..models import LipschitzCNN
+
+    if len(data.input_shape) != 3:
+        raise ValueError(f"the Lipschitz CNN takes images (C, H, W), not inputs of shape {data.input_shape}")
+    methods = methods if methods is not None else {"energy loss": dict(method="energy"), "GReg": dict(method="greg")}
+    with torch.random.fork_rng():
+        seed_everything(seed)
+        base = LipschitzCNN(data.n_classes, data.input_shape[0], lipschitz=lipschitz, input_size=data.input_shape[1])
+        recipe = dict(CE_RECIPES["digits"], seed=seed, progress=False)
+        if ce_epochs is not None:
+            recipe["epochs"] = ce_epochs
+        _train(base, data, "ce", recipe, cache, lipschitz)
+        m_in, m_out = propose_margins(base, data.train_x, data.aux_x)
+        models = {}
+        for label, kwargs in methods.items():
+            kwargs = dict(kwargs)
+            method = kwargs.pop("method")
+            model = copy.deepcopy(base)
+            recipe = dict(FINETUNE_RECIPES["digits"], seed=seed, progress=False, m_in=m_in, m_out=m_out, **kwargs)
+            if finetune_epochs is not None:
+                recipe["epochs"] = finetune_epochs
+            _train(model, data, method, recipe, cache, lipschitz)
+            models[label] = model.eval()
+    return models, (m_in, m_out)
+
+
+def _train(model, data, method, recipe, cache, lipschitz):
+    from ..cache import cached_training
+    from ..train import fit
+
+    if not cache:
+        return fit(model, data, method, **recipe)
+    settings = {"method": method, "arch": "LipschitzCNN", "lipschitz": lipschitz,
+                **{k: v for k, v in recipe.items() if k != "progress"}}
+    return cached_training(model, data, settings, lambda m: fit(m, data, method, **recipe))

@@ -1,0 +1,192 @@
+"""``python -m gregnb.train``: train one model into ``OUT/`` (``last.pt`` every epoch, ``metrics.json`` at the end).
+
+The flags for the training settings are generated from :class:`~gregnb.train.TrainConfig` (one source of
+truth: a new field is a new flag); presets (:mod:`gregnb.presets`) fill them first, flags override them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import check_writable, load_checkpoint, load_model_state
+from ..config import device as default_device
+from ..config import seed_everything
+from ..data import DATASETS, load_dataset
+from ..data.base import Benchmark
+from ..evaluate import evaluate
+from ..losses import CONVENTIONS, propose_margins
+from ..models import ARCHS, build_model
+from ..presets import PRESETS, get_preset
+from ..sampling import SAMPLERS
+from .config import OPTIMIZERS, PENALIZE, SCHEDULES, config_fields
+from .distributed import dist_info
+from .loop import fit
+from .registry import METHODS
+
+__all__ = ["main"]
+
+#: the settings the command line offers as a fixed choice
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "convention": CONVENTIONS, "penalize": PENALIZE,
+            "sampler": tuple(sorted(SAMPLERS))}
+#: TrainConfig fields that are not flags (set by the command itself, or only from Python)
+_NOT_FLAGS = ("method", "seed", "progress", "extra", "m_in", "m_out")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m gregnb.train", description=main.__doc__)
+    ap.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
+    ap.add_argument("--arch", choices=sorted(ARCHS), help="default: the dataset's (small_cnn for digits, wrn40_2 for CIFAR)")
+    ap.add_argument("--method", choices=sorted(METHODS), help="overrides the preset's method")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (gregnb/presets.py)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--m-in", type=float, help="energy margin for ID (with --m-out; default: the preset's or proposed)")
+    ap.add_argument("--m-out", type=float, help="energy margin for outliers")
+    settings = ap.add_argument_group("training settings (gregnb.train.TrainConfig; default: the preset's, else the "
+                                     "field's default)")
+    for name, default in config_fields().items():
+        if name in _NOT_FLAGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            settings.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
+        elif name == "milestones":
+            settings.add_argument(flag, type=int, nargs="+", help="epochs at which the multistep schedule decays")
+        elif name == "window":
+            settings.add_argument(flag, type=int, nargs=2, metavar=("START", "END"),
+                                  help="greg+: energy-sorted slice of the candidates kept")
+        else:
+            kind = int if name in ("epochs", "batch_size", "aux_batch_size", "grad_every", "candidate_factor",
+                                   "n_clusters") else (str if name in _CHOICES else float)
+            settings.add_argument(flag, type=kind, choices=_CHOICES.get(name), help=f"default {default}")
+    ap.add_argument("--out", required=True, help="folder for last.pt and metrics.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/last.pt if it exists (same settings; --epochs may grow on a finished run)")
+    ap.add_argument("--overwrite", action="store_true", help="start over, replacing OUT/last.pt and OUT/metrics.json")
+    ap.add_argument("--init", help="a checkpoint whose 'model' entry initialises the network (fine-tuning)")
+    ap.add_argument("--device", help="cuda, cpu, mps (default: the best available)")
+    ap.add_argument("--data-root", help="folder with the datasets (default: data/ or $GREGNB_DATA)")
+    ap.add_argument("--aux", help="auxiliary pool: a .npy of (N, 32, 32, 3) uint8 or an image folder")
+    ap.add_argument("--max-aux", type=int, help="use only the first N pool images")
+    ap.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gregnb.train``: train one model, keep ``OUT/last.pt``, write ``OUT/metrics.json``."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.resume and args.overwrite:
+        ap.error("--resume continues OUT/last.pt and --overwrite replaces it: choose one")
+    if (args.m_in is None) != (args.m_out is None):
+        ap.error("--m-in and --m-out go together: give both, or neither (then the preset's or proposed margins "
+                 "are used)")
+    out = Path(args.out)
+    last = out / "last.pt"
+    if last.exists() and not args.resume and not args.overwrite:
+        ap.error(f"{out} already holds a run ({last}): add --resume to continue it, --overwrite to start over and "
+                 f"replace it, or choose another --out")
+
+    settings = get_preset(args.preset) if args.preset else {}
+    if args.method:
+        settings["method"] = args.method
+    settings.setdefault("method", "ce")
+    needs_margins = METHODS[settings["method"]].needs_margins
+    if args.m_in is not None and not needs_margins:
+        users = sorted(k for k, v in METHODS.items() if v.needs_margins)
+        ap.error(f"--m-in/--m-out are the energy margins of the methods {users}; method {settings['method']!r} "
+                 f"does not use them")
+    for key in config_fields():
+        if getattr(args, key, None) is not None and key not in ("method", "seed", "m_in", "m_out"):
+            settings[key] = getattr(args, key)
+    margins = settings.pop("margins", "propose")
+    arch = args.arch or DATASETS[args.dataset].arch
+    check_writable(out, "run (last.pt, metrics.json)")  # before any work: a read-only --out fails now
+    saved = None
+    if args.resume and last.exists():
+        saved = load_checkpoint(last)
+        old = saved.get("meta") or {}
+        now = {"dataset": args.dataset, "arch": arch, "seed": args.seed}
+        diff = {k: (old[k], v) for k, v in now.items() if k in old and old[k] != v}
+        if diff:
+            raise ValueError(f"cannot resume {last}: it was trained with "
+                             + ", ".join(f"--{k} {a} (now {b})" for k, (a, b) in diff.items())
+                             + "; use the same flags, or another --out / --overwrite for a new run")
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and args.device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(dev)
+    else:
+        dev = torch.device(args.device) if args.device else default_device()
+
+    data = load_dataset(args.dataset, root=args.data_root, aux=args.aux, download=args.download, seed=args.seed,
+                        max_aux=args.max_aux)
+    to_device_if_fits(data, dev)
+    in_channels = DATASETS[args.dataset].in_channels
+    seed_everything(args.seed)
+    model = build_model(arch, n_classes=data.n_classes, in_channels=in_channels)
+    if args.init:
+        load_model_state(model, load_checkpoint(args.init), args.init)
+    saved_cfg = (saved or {}).get("config") or {}
+    if needs_margins:
+        if args.m_in is not None and args.m_out is not None:
+            settings["m_in"], settings["m_out"] = args.m_in, args.m_out
+        elif saved_cfg.get("m_in") is not None and saved_cfg.get("method") == settings["method"]:
+            settings["m_in"], settings["m_out"] = saved_cfg["m_in"], saved_cfg["m_out"]  # the margins that ran
+        elif margins == "dataset":
+            from .data.cifar import DEFAULT_MARGINS
+
+            settings["m_in"], settings["m_out"] = DEFAULT_MARGINS[args.dataset]
+        elif isinstance(margins, tuple):
+            settings["m_in"], settings["m_out"] = margins
+        else:
+            model.to(dev)
+            settings["m_in"], settings["m_out"] = propose_margins(
+                model, data.prepare_eval(data.train_x[:4000].to(dev)), data.prepare_eval(data.aux_x[:4000].to(dev)))
+    if args.overwrite and (out / "metrics.json").exists():
+        (out / "metrics.json").unlink()  # the old run's results must not outlive it
+    meta = {"dataset": args.dataset, "arch": arch, "n_classes": data.n_classes, "in_channels": in_channels,
+            "seed": args.seed}
+    history = fit(model, data, device=dev, checkpoint=last, resume=args.resume, overwrite=args.overwrite,
+                  seed=args.seed, progress=not args.no_progress,
+                  checkpoint_extra={"meta": meta}, **settings)
+    rank, _ = dist_info()
+    if rank == 0:
+        results = evaluate(model, data)
+        ran = history.config  # what ran (a resume refuses other settings; --epochs may have grown)
+        results.update(meta=meta, method=settings["method"],
+                       settings={k: (list(ran.get(k, v)) if isinstance(ran.get(k, v), tuple) else ran.get(k, v))
+                                 for k, v in settings.items()},
+                       extensions=history.extensions, history={k: list(v) for k, v in history.items()})
+        (out / "metrics.json").write_text(json.dumps(results, indent=2))
+        print(f"accuracy {100 * results['accuracy']:.2f}%  mean FPR95 {100 * results['mean']['fpr95']:.2f}%  "
+              f"mean AUROC {100 * results['mean']['auroc']:.2f}%  -> {out / 'metrics.json'}")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+def to_device_if_fits(data: Benchmark, dev: torch.device, fraction: float = 0.5) -> None:
+    """Move the image tensors to the GPU when they take less than ``fraction`` of its free memory."""
+    if dev.type != "cuda":
+        return
+    parts = [data.train_x, data.test_x, data.aux_x, *data.ood.values()]
+    need = sum(t.numel() * t.element_size() for t in parts)
+    free, _ = torch.cuda.mem_get_info(dev)
+    if need < fraction * free:
+        data.train_x, data.test_x = data.train_x.to(dev), data.test_x.to(dev)
+        data.aux_x = data.aux_x.to(dev)
+        data.ood = {k: v.to(dev) for k, v in data.ood.items()}
