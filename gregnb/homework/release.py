@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 
-__all__ = ["release_notebook", "release_all", "lock_cell", "main", "SOURCE_DIR", "RELEASE_DIR"]
+__all__ = ["release_notebook", "release_all", "lock_cell", "SOURCE_DIR", "RELEASE_DIR"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIR = ROOT / "notebooks" / "homework" / "source"
@@ -102,14 +101,3 @@ def release_all(out_dir: Path = RELEASE_DIR, source_dir: Path = SOURCE_DIR, chec
                 out_dir.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
     return changed
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m gregnb.homework release ...`` (the arguments after ``release``)."""
-    from .__main__ import main as cli
-
-    return cli(["release", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
