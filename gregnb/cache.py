@@ -25,7 +25,7 @@ from .train import History
 __all__ = ["cached_training", "code_fingerprint", "data_fingerprint"]
 
 #: the code whose changes change a trained model: the training package and every module it trains with
-_CODE = ("train", "losses.py", "models.py", "scores.py", "lipschitz.py", "sampling.py", "inference.py")
+_CODE = ("train", "losses.py", "models.py", "scores.py", "lipschitz", "sampling.py", "inference.py")
 
 
 def code_fingerprint() -> str:

@@ -11,12 +11,13 @@ same ID/OOD decision as ``x`` (ID when ``E <= threshold``, LOW = ID). Four ways 
 
 Every sound radius lies below the true robust radius, which lies below any radius at which an attack
 flips the decision (:func:`gregnb.lipschitz.attack_radius`). Modules: :mod:`.graph` (the network as
-simple operations), :mod:`.propagate` (IBP, forward linear bounds, CROWN), :mod:`.bounds` (public
-API), :mod:`.grid` (the 2-D certifier).
+simple operations), :mod:`.propagate` (IBP, forward linear bounds, CROWN), :mod:`.bounds` (logit and
+energy bounds), :mod:`.grid` (the 2-D certifier), :mod:`.radius` (the sound radius).
 """
-from .bounds import METHODS, energy_bounds, logit_bounds, sound_radius
+from .bounds import METHODS, energy_bounds, logit_bounds
 from .graph import CERTIFY_LAYERS, build_graph, run_graph
 from .grid import grid_radius
+from .radius import sound_radius
 
 __all__ = ["energy_bounds", "logit_bounds", "sound_radius", "grid_radius", "build_graph", "run_graph", "METHODS",
            "CERTIFY_LAYERS"]

@@ -16,7 +16,9 @@ ReLU relaxation of a neuron with pre-activation bounds ``l < 0 < u``: upper line
 ``relu(z) <= u (z - l) / (u - l)`` (the chord), lower line ``relu(z) >= a z`` with ``a = 1`` if
 ``u >= -l`` else ``0`` (CROWN's adaptive choice). Max-pool over a window: lower ``max_j z_j >= z_j*``
 (``j*`` the largest lower bound), upper the constant ``max_j u_j`` (or ``z_j*`` itself when it dominates
-the window: ``l_j* >= u_j`` for every other ``j``). Every bound here is sound for the whole set, in float64.
+the window: ``l_j* >= u_j`` for every other ``j``). Every bound here is sound for the whole set. Arithmetic
+is float64, except the forward linear bounds (float32 for speed, each widened by more than its worst-case
+rounding error: see ``_ROUNDING``).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from ..inference import predict_logits
 from ..lipschitz import attack_radius
 from ..metrics import threshold_at_tpr
 from ..scores import energy
-from .bounds import sound_radius
+from .radius import sound_radius
 
 __all__ = ["energy_threshold", "radius_table", "certified_curve", "nearest_other_class", "lipschitz_models"]
 
