@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "LipschitzCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3", "densenet100",
-           "build_model", "ARCHS"]
+__all__ = ["MLP", "SmallCNN", "LipschitzCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3",
+           "densenet100", "build_model", "ARCHS"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
 
@@ -169,7 +169,8 @@ class LipschitzCNN(nn.Module):
         feat = 2 * width * (s // 2) ** 2
         self.fc = nn.Linear(feat, n_classes)
         parametrize.register_parametrization(self.fc, "weight", _OperatorNorm(self.fc, (feat,), lipschitz, power_iters))
-        self.in_channels, self.n_classes, self.feature_dim, self.lipschitz = in_channels, n_classes, feat, float(lipschitz)
+        self.in_channels, self.n_classes, self.feature_dim = in_channels, n_classes, feat
+        self.lipschitz = float(lipschitz)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         _check_images(self, x)

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import nbformat
 
 __all__ = ["build_site", "main"]
 
@@ -77,13 +76,13 @@ def mathjax_source() -> Path:
 
 
 def copy_mathjax(out: Path) -> Path:
-    """Copy MathJax into ``out / MATHJAX_DIR`` (once: an existing copy is refreshed in place)."""
+    """Copy MathJax into ``out / MATHJAX_DIR`` (over an existing copy); returns that folder."""
     dest = out / MATHJAX_DIR
     shutil.copytree(mathjax_source(), dest, dirs_exist_ok=True)
     return dest
 
 
-def _strip_widget_views(nb: nbformat.NotebookNode) -> None:
+def _strip_widget_views(nb) -> None:
     """Drop live-widget views (they need a kernel); the PNG next to them stays."""
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -95,7 +94,7 @@ def _strip_widget_views(nb: nbformat.NotebookNode) -> None:
     nb.metadata.pop("widgets", None)
 
 
-def _title(nb: nbformat.NotebookNode, fallback: str) -> str:
+def _title(nb, fallback: str) -> str:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -111,6 +110,8 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
     ``only``: notebook names (with or without ``.ipynb``) to build instead of all of them.
     ``execute=False`` renders the notebooks as stored, without running them.
     """
+    import nbformat  # the notebook stack (test extra): only building the site needs it
+
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 

@@ -2,7 +2,10 @@
 and 2-D score landscapes.
 
 Every function draws on a given matplotlib ``Axes`` (or makes one) and returns it, so the
-notebooks compose figures and the widgets redraw them quickly.
+notebooks compose figures and the widgets redraw them quickly. Given no ``Axes``, a function makes a
+pyplot figure, for a notebook cell: Jupyter's inline backend shows it under that cell and closes it.
+The explorers (:mod:`gregnb.widgets`) always pass axes of their own ``matplotlib.figure.Figure``, which
+pyplot never sees, so no figure is left open to be shown again under a later cell.
 Scores passed here are HIGH = ID unless ``low_is_id=True`` is given (raw energies).
 """
 from __future__ import annotations
@@ -351,10 +354,7 @@ def sandwich_plot(radii: Mapping[str, object], ax=None, *, order_by: str = "crow
     ``radii``: label -> ``(N,)`` radii (the same N points); zeros (misdetected or uncertified) are drawn at
     ``floor``, infinities (an attack that never succeeded) are left out. ``scale`` draws a reference
     line (e.g. the distance to the nearest digit of another class). Returns ``ax``."""
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        ax = Figure(figsize=(6, 3.2)).subplots()
+    ax = ax or plt.subplots(figsize=(6, 3.2))[1]  # like every helper here: shown under the calling cell
     order = np.argsort(_np(radii[order_by]), kind="stable")
     for label, r in radii.items():
         r = _np(r)[order]

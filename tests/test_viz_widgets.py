@@ -187,3 +187,27 @@ def test_margin_explorer_metrics_and_retrain(blobs, toy_model):
     ex.controls["m_in"].value = ex.controls["m_out"].value + 0.5
     ex.buttons["retrain with these margins"].click()
     assert "must be below" in ex.error
+
+
+def test_sandwich_plot_without_axes_draws_on_a_pyplot_figure_for_the_cell():
+    from gregnb.viz import sandwich_plot
+
+    ax = sandwich_plot({"crown": [0.3, 0.0, 0.1], "attack": [0.5, np.inf, 0.2]}, floor=1e-3, scale=0.4)
+    assert plt.fignum_exists(ax.figure.number)  # the inline backend shows it under the cell, then closes it
+    crown, attack = ax.collections
+    np.testing.assert_allclose(crown.get_offsets()[:, 1], [1e-3, 0.1, 0.3])  # sorted by crown; 0 drawn at floor
+    assert len(attack.get_offsets()) == 2  # the attack that never succeeded (inf) is left out
+    plt.close(ax.figure)
+
+
+def test_taylor_explorer_shows_the_true_crossing_inside_the_first_order_band():
+    import numpy as np
+
+    from gregnb.widgets import taylor_explorer
+
+    ex = taylor_explorer(score_level=-6.0, threshold=-4.0, slopes=(0.4, 2.5))
+    d = np.linspace(-6, 6, 600_001)
+    for key, slope in (("flat", 0.4), ("steep", 2.5)):
+        crossing = np.abs(d[-6.0 + slope * d + 0.15 * d ** 2 >= -4.0]).min()  # brute force on a fine grid
+        assert abs(ex.metrics[f"{key} true radius"] - crossing) < 1e-4
+        assert ex.metrics[f"{key} true radius"] < ex.metrics[f"{key} first-order radius"]
