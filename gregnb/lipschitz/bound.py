@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ..inference import eval_mode
+
 
 __all__ = ["global_lipschitz_bound", "certified_radius", "SUPPORTED_LAYERS"]
 
@@ -107,13 +109,11 @@ def global_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None
             input_shape = (model.in_channels, 8, 8)
         else:
             raise ValueError("pass input_shape: the shape of one input sample")
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(0)
-    shape = tuple(input_shape)
-    factors: list[tuple[str, float]] = []
-    i = 0
-    try:
+    with eval_mode(model):
+        gen = torch.Generator().manual_seed(0)
+        shape = tuple(input_shape)
+        factors: list[tuple[str, float]] = []
+        i = 0
         while i < len(layers):
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
@@ -154,8 +154,6 @@ def global_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None
                                  f"supported: {', '.join(SUPPORTED_LAYERS)}")
             shape = tuple(layer(torch.zeros(1, *shape)).shape[1:])
             i += 1
-    finally:
-        model.train(was_training)
     bound = float(math.prod(f for _, f in factors))
     return (bound, factors) if return_factors else bound
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..data.base import Benchmark
+from ..inference import eval_mode
 from ..scores import energy
 from .base import FigureExplorer, _cleared_axes
 
@@ -37,15 +38,13 @@ def sampling_explorer(model: nn.Module, data: Benchmark, *, batch_size: int = 64
     n_candidates = plan_selection("energy_cluster", batch_size).n_candidates
     gen = torch.Generator().manual_seed(0)
     draws = []
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for _ in range(n_draws):
-            cand = data.aux_x[torch.randint(len(data.aux_x), (n_candidates,), generator=gen)]
-            logits, feats = model(cand, return_features=True)
-            f = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            draws.append(dict(x=cand.numpy(), feats=feats, energy=energy(logits), fz=PCA(2).fit_transform(f.numpy())))
-    model.train(was_training)
+    with eval_mode(model):
+        with torch.no_grad():
+            for _ in range(n_draws):
+                cand = data.aux_x[torch.randint(len(data.aux_x), (n_candidates,), generator=gen)]
+                logits, feats = model(cand, return_features=True)
+                f = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                draws.append(dict(x=cand.numpy(), feats=feats, energy=energy(logits), fz=PCA(2).fit_transform(f.numpy())))
     id_pts = data.train_x[:400].numpy()
     markers = {0: ("^", "r", "hard", "lowest energy (hard)"), 1: ("s", "k", "detected", "highest energy (detected)"),
                2: ("D", "tab:blue", "fill", "random fill")}
