@@ -1,6 +1,6 @@
 """Training objectives: Outlier Exposure, the energy margin loss and GReg's gradient penalty.
 
-Notation (method.md §2): energies ``E = -T logsumexp(f(x)/T)``, LOW = ID. A batch is the ID rows
+Notation (the GReg paper's): energies ``E = -T logsumexp(f(x)/T)``, LOW = ID. A batch is the ID rows
 followed by the auxiliary (OOD) rows: ``inputs[:n_id]`` are ID, ``inputs[n_id:]`` are outliers.
 
 * (E4) :func:`energy_margin_loss`  ``mean_ID relu(E - m_in)^2 + mean_OOD relu(m_out - E)^2``
@@ -94,7 +94,7 @@ def greg_penalty(inputs: torch.Tensor, energies: torch.Tensor, n_id: int, m_in: 
             or outlier with ``E >= m_out``.
         convention: ``"paper"`` (E6): ``mean_ID mask*||g|| + mean_OOD mask*||g||``, where ``g`` is
             each row's gradient of the masked SUM of energies (without coupling between rows,
-            ``g_i = mask_i * grad_x E_i``). ``"reference"``: the authors' code exactly (method.md §4.1):
+            ``g_i = mask_i * grad_x E_i``). ``"reference"``: the authors' code exactly (github.com/o4lc/Greg-OOD):
             the row gradients of ``-mean_ID relu(m_in - E) + mean_OOD relu(E - m_out)``, whose norms
             are averaged over all N rows, so its weight acts like lambda/N; its masks are strict.
         penalize: ``"correct"`` (the method) or ``"all"`` (the ablation: penalise every row).

@@ -1,4 +1,4 @@
-"""Reference numbers from the papers (method.md §6), for comparison tables.
+"""Reference numbers from the papers (the GReg paper's tables and the energy paper's), for comparison tables.
 
 These are **secondary transcriptions** of the papers' tables, not our measurements: label them so
 wherever they are shown. FPR95 and AUROC in %, ID positive, averaged over the six CIFAR OOD sets

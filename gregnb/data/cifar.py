@@ -2,7 +2,7 @@
 
 Everything is returned as uint8 tensors ``(N, 32, 32, 3)`` (channels last, as stored), so the whole
 training set and a 300K-image pool fit on a GPU; :func:`gpu_augment` and :func:`normalize` turn
-batches into float ``(B, 3, 32, 32)`` on the device (method.md §4.5: gradients, and so radii, live in
+batches into float ``(B, 3, 32, 32)`` on the device (as in the authors' code: gradients, and so radii, live in
 the normalised space).
 
 Where each file goes (under ``root``, default :func:`gregnb.config.data_dir`) and where to get it:
