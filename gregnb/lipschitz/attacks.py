@@ -34,8 +34,7 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
     step_size = _number("step_size", step_size, optional=True)
     eps_t = _eps_per_sample(eps, len(x))
     sign = 1.0 if target == "ood" else -1.0  # maximise sign * E
-    grad_mode = torch.is_grad_enabled()
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():  # gradients are needed under a caller's no_grad() too
         dev = _device(model)
         gen = torch.Generator().manual_seed(seed)
         x0 = x.to(dev).detach()
@@ -44,26 +43,22 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
         with torch.no_grad():
             best_x = x0.clone()
             best_obj = sign * energy(model(x0), temperature)
-        try:
-            torch.set_grad_enabled(True)  # restored below: gradients are needed under a caller's no_grad() too
-            for r in range(restarts):
-                delta = torch.zeros_like(x0) if r == 0 else _random_in_ball(x0.shape, e, gen, dev)
-                for _ in range(steps):
-                    delta = delta.detach().requires_grad_(True)
-                    obj = sign * energy(model(x0 + delta), temperature)
-                    (g,) = torch.autograd.grad(obj.sum(), delta)
-                    with torch.no_grad():
-                        improved = obj > best_obj
-                        best_obj = torch.where(improved, obj, best_obj)
-                        best_x[improved] = (x0 + delta)[improved]
-                        delta = _project(delta + alpha * _unit_rows(g), e)
+        for r in range(restarts):
+            delta = torch.zeros_like(x0) if r == 0 else _random_in_ball(x0.shape, e, gen, dev)
+            for _ in range(steps):
+                delta = delta.detach().requires_grad_(True)
+                obj = sign * energy(model(x0 + delta), temperature)
+                (g,) = torch.autograd.grad(obj.sum(), delta)
                 with torch.no_grad():
-                    obj = sign * energy(model(x0 + delta), temperature)
                     improved = obj > best_obj
                     best_obj = torch.where(improved, obj, best_obj)
                     best_x[improved] = (x0 + delta)[improved]
-        finally:
-            torch.set_grad_enabled(grad_mode)
+                    delta = _project(delta + alpha * _unit_rows(g), e)
+            with torch.no_grad():
+                obj = sign * energy(model(x0 + delta), temperature)
+                improved = obj > best_obj
+                best_obj = torch.where(improved, obj, best_obj)
+                best_x[improved] = (x0 + delta)[improved]
     return best_x.cpu(), (sign * best_obj).cpu()
 
 

@@ -121,33 +121,28 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
     best = input_gradient_norm(model, x, temperature=temperature)
     if float(eps_t.max()) == 0.0:
         return best
-    with eval_mode(model):
-        grad_mode = torch.is_grad_enabled()
-        torch.set_grad_enabled(True)  # the double backward needs a graph, also under a caller's torch.no_grad()
+    with eval_mode(model), torch.enable_grad():  # the double backward needs a graph, also under no_grad()
         dev = _device(model)
         gen = torch.Generator().manual_seed(seed)
         x0 = x.to(dev).detach()
         e = eps_t.to(dev)
-        try:
-            if method == "sample":
-                for _ in range(n):
-                    u = x0 + _random_in_ball(x0.shape, e, gen, dev)
-                    best = torch.maximum(best, input_gradient_norm(model, u.cpu(), temperature=temperature))
-                return best
-            alpha = _step_sizes(step_size, e, steps, x0)
-            delta = _random_in_ball(x0.shape, e * 0.1, gen, dev)
-            for _ in range(steps):
-                delta = delta.detach().requires_grad_(True)
-                u = x0 + delta
-                (g,) = torch.autograd.grad(_score(model, u, "energy", temperature).sum(), u, create_graph=True)
-                gnorm = g.flatten(1).norm(dim=1)
-                best = torch.maximum(best, gnorm.detach().cpu())
-                (ascent,) = torch.autograd.grad(gnorm.sum(), delta)
-                delta = _project(delta.detach() + alpha * _unit_rows(ascent), e)
-            final = input_gradient_norm(model, (x0 + delta).cpu(), temperature=temperature)
-            return torch.maximum(best, final)
-        finally:
-            torch.set_grad_enabled(grad_mode)
+        if method == "sample":
+            for _ in range(n):
+                u = x0 + _random_in_ball(x0.shape, e, gen, dev)
+                best = torch.maximum(best, input_gradient_norm(model, u.cpu(), temperature=temperature))
+            return best
+        alpha = _step_sizes(step_size, e, steps, x0)
+        delta = _random_in_ball(x0.shape, e * 0.1, gen, dev)
+        for _ in range(steps):
+            delta = delta.detach().requires_grad_(True)
+            u = x0 + delta
+            (g,) = torch.autograd.grad(_score(model, u, "energy", temperature).sum(), u, create_graph=True)
+            gnorm = g.flatten(1).norm(dim=1)
+            best = torch.maximum(best, gnorm.detach().cpu())
+            (ascent,) = torch.autograd.grad(gnorm.sum(), delta)
+            delta = _project(delta.detach() + alpha * _unit_rows(ascent), e)
+        final = input_gradient_norm(model, (x0 + delta).cpu(), temperature=temperature)
+        return torch.maximum(best, final)
 
 
 # ---------------------------------------------------------------- global bound
