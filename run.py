@@ -7,8 +7,11 @@ Usage (from the repository root, with Python 3.10+; 3.11 is what we test on):
     python3 run.py test    # create/refresh .venv, then run the test suite (FAST mode)
     python3 run.py site    # create/refresh .venv, then build the static HTML site into build/site
                            # (add --fast for FAST mode)
+    python3 run.py findings check   # create/refresh .venv, then rerun the chapters in normal mode and
+                                    # compare with their committed findings records (`update` rewrites them)
 
-Anything after the sub-command is passed on (to ``jupyter lab``, ``pytest`` or ``python -m gregnb.site``).
+Anything after the sub-command is passed on (to ``jupyter lab``, ``pytest``, ``python -m gregnb.site`` or
+``python -m gregnb.findings``).
 
 The virtual environment lives in ``.venv``. A second run reuses it: packages are
 (re)installed only when ``pyproject.toml`` or this script changed since the last
@@ -85,16 +88,16 @@ def ensure_env(extras: str) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"lab", "test", "setup", "site"}:
+    if not argv or argv[0] not in {"lab", "test", "setup", "site", "findings"}:
         print(__doc__)
         return 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "setup":
         ensure_env("dev")
         return 0
-    if cmd == "site":
+    if cmd in ("site", "findings"):
         py = ensure_env("dev")
-        return subprocess.call([str(py), "-m", "gregnb.site", *rest], cwd=ROOT)
+        return subprocess.call([str(py), "-m", f"gregnb.{cmd}", *rest], cwd=ROOT)
     if cmd == "lab":
         py = ensure_env("dev")
         as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers

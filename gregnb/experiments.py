@@ -1,8 +1,10 @@
 """Small experiment helpers: train a default model for a benchmark and repeat a measurement over
-seeds, reporting mean ± std (the house rule: every claim comes with its spread)."""
+seeds, reporting mean ± std (the house rule: every claim comes with its spread).
+Equation labels such as (E8) and claim numbers refer to docs/method.md."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -23,7 +25,7 @@ from .metrics import threshold_at_tpr
 from .models import MLP, SmallCNN
 from .sampling import kmeans, plan_selection
 from .scores import energy
-from .train import History, fit
+from .train import History, TrainConfig, fit
 from .train import main as train_main
 
 __all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
@@ -59,7 +61,9 @@ def train_classifier(data: Benchmark, seed: int = 0, method: str = "ce", *, cach
 def _train(model: nn.Module, data: Benchmark, method: str, recipe: dict, cache: bool) -> History:
     if not cache:
         return fit(model, data, method, **recipe)
-    settings = {"method": method, **{k: v for k, v in recipe.items() if k != "progress"}}
+    # every setting, defaults filled in: a run spelled two ways (a default given or left out) is trained once
+    full = dataclasses.asdict(TrainConfig(**recipe))
+    settings = {"method": method, **{k: v for k, v in full.items() if k != "progress"}}
     return cached_training(model, data, settings, lambda m: fit(m, data, method, **recipe))
 
 

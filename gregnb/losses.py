@@ -1,5 +1,6 @@
 """Training objectives: Outlier Exposure, the energy margin loss and GReg's gradient penalty.
 
+Equation labels (E1)-(E9) refer to docs/method.md (the collection's summary of the method).
 Notation (the GReg paper's): energies ``E = -T logsumexp(f(x)/T)``, LOW = ID. A batch is the ID rows
 followed by the auxiliary (OOD) rows: ``inputs[:n_id]`` are ID, ``inputs[n_id:]`` are outliers.
 
@@ -23,11 +24,16 @@ from .inference import predict_logits
 from .scores import energy
 
 __all__ = ["energy_margin_loss", "oe_loss", "greg_penalty", "greg_objective", "propose_margins", "CONVENTIONS",
-           "CIFAR_MARGINS"]
+           "GREG_CIFAR_MARGINS", "ENERGY_CIFAR10_MARGINS", "ENERGY_CIFAR100_MARGINS", "CIFAR_MARGINS"]
 
 CONVENTIONS = ("paper", "reference")
-#: The margins of the energy paper's and the GReg code's defaults (CIFAR, WRN/ResNet, T = 1).
-CIFAR_MARGINS = (-25.0, -7.0)
+#: GReg's margins ``(m_in, m_out)`` on CIFAR: the defaults of the authors' code (github.com/o4lc/Greg-OOD), T = 1.
+GREG_CIFAR_MARGINS = (-25.0, -7.0)
+#: The energy paper's margins on CIFAR-10 and CIFAR-100 (Liu et al. 2020, its run script), T = 1.
+ENERGY_CIFAR10_MARGINS = (-23.0, -5.0)
+ENERGY_CIFAR100_MARGINS = (-27.0, -5.0)
+#: The old name of :data:`GREG_CIFAR_MARGINS` (GReg's margins), kept so existing code keeps working.
+CIFAR_MARGINS = GREG_CIFAR_MARGINS
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
@@ -52,7 +58,7 @@ def _check_weight(name: str, w) -> None:
 
 
 def energy_margin_loss(energy_id: torch.Tensor, energy_ood: torch.Tensor, m_in: float, m_out: float) -> torch.Tensor:
-    """Squared-hinge energy loss (E4, Liu et al. 2020): pushes ID energies below ``m_in`` and
+    """Squared-hinge energy loss (E4, docs/method.md; Liu et al. 2020): pushes ID energies below ``m_in`` and
     outlier energies above ``m_out``. Means are taken separately over the two parts. Scalar."""
     if energy_id.ndim != 1 or energy_ood.ndim != 1 or len(energy_id) == 0 or len(energy_ood) == 0:
         raise ValueError(f"energy_id and energy_ood must be non-empty 1-D tensors, got shapes "
@@ -187,12 +193,14 @@ def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_o
 def propose_margins(model: nn.Module, id_x: torch.Tensor, aux_x: torch.Tensor, *, temperature: float = 1.0,
                     max_samples: int = 4000) -> tuple[float, float]:
     """Margins ``(m_in, m_out)`` that fit a trained (e.g. cross-entropy) model, following the energy
-    paper maintainers' advice: put them near the model's mean ID and mean outlier energies.
+    paper author's advice (in its code's issue tracker): put them near the model's mean ID and mean
+    outlier energies.
 
     ``m_in = mean E(ID)``; ``m_out = max(mean E(aux), m_in + max(2, 2 * std E(ID)))``. The second
     term keeps a gap when the model gives outliers *lower* energy than ID data (a ReLU network far
-    from its data does), where the plain advice would put ``m_out`` below ``m_in``. CIFAR's
-    ``(-25, -7)`` (:data:`CIFAR_MARGINS`) fit a WRN-40-2 on CIFAR, not the small models here.
+    from its data does), where the plain advice would put ``m_out`` below ``m_in``. The published CIFAR
+    margins, GReg's ``(-25, -7)`` (:data:`GREG_CIFAR_MARGINS`) and the energy paper's ``(-23, -5)``
+    (:data:`ENERGY_CIFAR10_MARGINS`), were chosen for large CIFAR networks, not the small models here.
     """
     energies = []
     for name, x in (("id_x", id_x), ("aux_x", aux_x)):

@@ -8,6 +8,10 @@ Results are fractions in [0, 1] (multiply by 100 for the paper's percentages).
 The other convention (pytorch-ood, OpenOOD >= 1.5) takes OOD as positive; ask for it
 with ``positive="ood"`` in :func:`fpr_at_tpr` and :func:`ood_metrics`. On the same scores
 the two FPR95 readings can differ by tens of points.
+
+AUROC does not depend on how many ID and OOD samples there are; AUPR-In and AUPR-Out do (their
+precision counts the other class's samples), so report the ID:OOD ratio with them. The conventions
+are written out in docs/method.md (metric conventions); the threshold is the detector's gamma (E1).
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def _check_positive(positive: str) -> str:
 def threshold_at_tpr(id_scores: ArrayLike, tpr: float = 0.95) -> float:
     """Largest threshold t with at least a fraction ``tpr`` of ID scores >= t.
 
-    This is the detector's gamma (E1) when scores are HIGH = ID: accept as ID when score >= t.
+    This is the detector's gamma (E1, docs/method.md) when scores are HIGH = ID: accept as ID when score >= t.
     """
     if not (isinstance(tpr, (int, float, np.floating)) and 0.0 < float(tpr) <= 1.0):
         raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
@@ -115,13 +119,15 @@ def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def aupr_in(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Area under the precision-recall curve with ID as positive (average precision).
-    Depends on the ID:OOD ratio; report the ratio with it."""
+    Depends on the ID:OOD ratio (a score that ranks at random gets about the ID share
+    ``n_id / (n_id + n_ood)``); report the ratio with it."""
     id_s, ood_s = _check_pair(id_scores, ood_scores)
     return _average_precision(id_s, ood_s)
 
 
 def aupr_out(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
-    """Area under the precision-recall curve with OOD as positive (scores negated)."""
+    """Area under the precision-recall curve with OOD as positive (scores negated).
+    Depends on the ID:OOD ratio too (a score that ranks at random gets about the OOD share)."""
     id_s, ood_s = _check_pair(id_scores, ood_scores)
     return _average_precision(-ood_s, -id_s)
 

@@ -1,4 +1,5 @@
-"""Choosing which auxiliary outliers a batch sees (GReg+: Algorithm 1 of Sharifi et al., ECCV 2024).
+"""Choosing which auxiliary outliers a batch sees (GReg+: Algorithm 1 of Sharifi et al., ECCV 2024,
+energy-based sampling; its steps and the authors' code's details are written out in docs/method.md).
 
 Every sampler takes the candidates' penultimate ``features`` ``(N, D)`` and ``energies`` ``(N,)``
 (LOW = ID-like, i.e. *hard* outliers) and returns a 1-D LongTensor of indices into the candidates.

@@ -2,7 +2,7 @@
 
 Sign conventions:
 
-* :func:`energy` is LOW for in-distribution inputs (the paper's convention, E2).
+* :func:`energy` is LOW for in-distribution inputs (the paper's convention; (E2) in docs/method.md).
 * :func:`msp` and :func:`max_logit` are HIGH for in-distribution inputs.
 
 All take ``logits`` of shape ``(N, K)`` (N samples, K classes) and return shape ``(N,)``.

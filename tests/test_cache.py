@@ -43,3 +43,18 @@ def test_cached_training_trains_once_and_reloads(tmp_path, blobs):
     cached_training(default_model(blobs, 0), blobs, {"method": "ce", "epochs": 2}, train, folder=tmp_path)
     cached_training(default_model(blobs, 1), blobs, settings, train, folder=tmp_path)
     assert len(calls) == 3
+
+
+def test_a_run_spelled_two_ways_is_trained_once(tmp_path, monkeypatch, capsys):
+    """A default given explicitly (lambda_grad=1.0) or left out names the same run: the second call loads it."""
+    from gregnb.data.toy2d import load_toy
+    from gregnb.experiments import train_classifier
+
+    monkeypatch.setenv("GREGNB_DATA", str(tmp_path))
+    toy = load_toy("blobs", seed=0, n_aux=64)
+    train_classifier(toy, seed=0, epochs=1)
+    assert "loaded" not in capsys.readouterr().out
+    train_classifier(toy, seed=0, epochs=1, lambda_grad=1.0, convention="paper")
+    assert "loaded" in capsys.readouterr().out
+    train_classifier(toy, seed=0, epochs=2)                        # another run still trains
+    assert "loaded" not in capsys.readouterr().out

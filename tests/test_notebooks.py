@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from gregnb.findings import load_record
+
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 HOMEWORK_SOURCES = sorted((ROOT / "notebooks" / "homework" / "source").glob("*.ipynb"))
@@ -31,13 +33,16 @@ get_ipython().events.register("post_run_cell", _gregnb_count_open_figures)
 REPORT = "print(__import__('json').dumps(_gregnb_open_figures))"
 
 
-def _execute_with_figure_probe(nb, path):
+def _execute_with_figure_probe(nb, path, findings_out=None):
     """Execute ``nb`` in FAST mode with the inline backend and :data:`PROBE`; returns (seconds, cells that
-    left figures open as ``(index, first line, count)``), with the notebook's own cell indices."""
+    left figures open as ``(index, first line, count)``), with the notebook's own cell indices.
+    ``findings_out``: folder where the chapter's findings cell writes this run's record."""
     cells = list(nb.cells)
     nb.cells = [nbformat.v4.new_code_cell(PROBE), *cells, nbformat.v4.new_code_cell(REPORT)]
-    saved = {k: os.environ.get(k) for k in ("GREGNB_FAST", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("GREGNB_FAST", "MPLBACKEND", "GREGNB_FINDINGS_OUT")}
     os.environ.update(GREGNB_FAST="1", MPLBACKEND=INLINE)  # the kernel inherits them
+    if findings_out is not None:
+        os.environ["GREGNB_FINDINGS_OUT"] = str(findings_out)
     try:
         client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
         t0 = time.perf_counter()
@@ -80,10 +85,19 @@ def test_figure_probe_catches_a_figure_left_open(tmp_path):
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(ROOT / "notebooks")))
 def test_notebook_runs_in_fast_mode_and_leaves_no_figure_open(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
-    elapsed, leaks = _execute_with_figure_probe(nb, path)
+    elapsed, leaks = _execute_with_figure_probe(nb, path, findings_out=tmp_path)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     print(f"{path.name}: {elapsed:.1f} s in FAST mode")
+    recorded = load_record(path.name[:2]) if path in CHAPTERS else None
+    if recorded is not None:   # the FAST run makes the same claims as the committed normal-mode record
+        run = load_record(path.name[:2], tmp_path)
+        assert run is not None and run["mode"] == "fast", f"{path.name}: the findings cell wrote no FAST record"
+        assert [c["id"] for c in run["claims"]] == [c["id"] for c in recorded["claims"]], (
+            f"{path.name} makes other claims than notebooks/findings/{path.name[:2]}.json holds: run "
+            f"`python -m gregnb.findings update {path.name[:2]}`")
+        shown = [o for c in nb.cells for o in c.get("outputs", []) if "gregnb-findings" in o.get("data", {}).get("text/html", "")]
+        assert shown and "FAST mode" in shown[-1]["data"]["text/html"], f"{path.name}: findings not shown"
     assert not leaks, (f"{path.name}: cells that leave figures open in pyplot (shown again by the next cell that "
                        f"plots): " + "; ".join(f"cell {i} `{line}`: {n} open" for i, line, n in leaks))
     assert elapsed < 2 * FAST_LIMIT_S, f"{path.name} took {elapsed:.0f} s in FAST mode (target {FAST_LIMIT_S} s)"

@@ -34,7 +34,8 @@ __all__ = ["InputSet", "propagate", "backward_lower"]
 #: they give is widened by ``_ROUNDING * (terms summed so far) * mag``, ``mag`` an upper bound of the
 #: sum of |terms| (the forms' values propagated through ``|W|``, doubled at each ReLU for the chord's
 #: intercept): more than the worst-case rounding error of float32 sums (Higham, *Accuracy and
-#: Stability of Numerical Algorithms*, 2002, §3.1), so the widened bounds stay sound. All else is float64.
+#: Stability of Numerical Algorithms*, 2002, the inner-product bound of chapter 3), so the widened bounds
+#: stay sound. All else is float64.
 _ROUNDING = 4 * 2.0 ** -24
 
 

@@ -1,4 +1,4 @@
-"""Instant-feedback checkers for the homework.
+"""Instant-feedback checkers for the homework. Equation labels (E1)-(E9) refer to docs/method.md.
 
 Each ``check_*`` runs a student's function on fixed and random cases, compares it with the
 reference implementation in :mod:`gregnb` and prints a friendly verdict:
@@ -171,7 +171,8 @@ def check_greg_penalty(student_penalty: Callable) -> Verdict:
 
     cases = [(d, (lambda d=d: call(d)), (lambda d=d: _ref_penalty(*data[d]))) for d in data]
     mistakes = [
-        ("you squared the norm: (E6) uses the plain L2 norm ||grad_x E||", lambda d: variant(d, "squared")),
+        ("you squared the norm: the penalty (E6 in docs/method.md) uses the plain L2 norm ||grad_x E||",
+         lambda d: variant(d, "squared")),
         ("you penalise every sample: only ID rows with E <= m_in and OOD rows with E >= m_out count",
          lambda d: variant(d, "unmasked")),
         ("the masks are reversed: penalise the samples PAST their margins (correctly detected)",

@@ -1,5 +1,7 @@
 """Lipschitz continuity of the score and certified radii (certified radii: the GReg paper's radius bound, Sharifi et al. 2024).
 
+Equation labels (E8), (E9) refer to docs/method.md.
+
 Conventions: the score is the energy ``E`` (LOW = ID); the decision is ID when ``E <= threshold``.
 Distances are Euclidean (ℓ2) in the space the model sees (for images: pixel space, [0, 1]).
 

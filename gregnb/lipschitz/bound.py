@@ -1,4 +1,6 @@
-"""A guaranteed global Lipschitz bound (product of spectral norms) and the certified radius it gives."""
+"""A guaranteed global Lipschitz bound (product of spectral norms) and the certified radius it gives.
+
+Equation labels (E8), (E9) refer to docs/method.md."""
 from __future__ import annotations
 
 import math

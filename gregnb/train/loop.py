@@ -222,7 +222,7 @@ def _record_epoch(run: _Run, epoch: int, sums: dict, trained_on: set, seconds: f
         h.setdefault("aux_distinct", []).append(float(len(trained_on)))
     h.setdefault("epoch_seconds", []).append(seconds)  # training steps only, not the measurements below
     h.setdefault("test_acc", []).append(accuracy(run.model, data.test_x, data.test_y, transform=data.eval_transform))
-    if run.cfg.log_grad_norms:  # the paper's Fig. 3: input-gradient norms over training
+    if run.cfg.log_grad_norms:  # as in the paper's figure of input-gradient norms over training
         h.setdefault("grad_norm_id", []).append(
             input_gradient_norm(run.model, data.prepare_eval(run.probe_id.to(run.dev))).mean().item())
         if run.probe_aux is not None:

@@ -1,4 +1,5 @@
-"""Chapters 02-03: margins over live histograms, the Taylor picture, landscapes per gradient weight."""
+"""Chapters 02-03: margins over live histograms, the Taylor picture, landscapes per gradient weight.
+Equation labels (E4), (E5) refer to docs/method.md."""
 from __future__ import annotations
 
 import copy
@@ -93,8 +94,8 @@ def margin_explorer(model: nn.Module, data: Benchmark, m_in: float, m_out: float
 
 def taylor_explorer(score_level: float = -6.0, threshold: float = -4.0, slopes: tuple[float, float] = (0.4, 2.5)
                     ) -> FigureExplorer:
-    """The paper's Fig. 1 (left) as a 1-D picture: two ID points with the same energy but different
-    slopes; a perturbation delta moves both. The steep one crosses the threshold first.
+    """The paper's motivating illustration (the Taylor picture, (E5)) in 1-D: two ID points with the same
+    energy but different slopes; a perturbation delta moves both. The steep one crosses the threshold first.
 
     Each point's energy along the line is ``S(x0 + d) = score_level + slope * d + 0.15 * d^2`` (a little
     curvature, so the tangent is only first-order). Controls: ``delta``. ``metrics``: both energies

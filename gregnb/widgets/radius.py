@@ -1,4 +1,4 @@
-"""Chapter 06: certified radii as circles over the toy landscape."""
+"""Chapter 06: certified radii as circles over the toy landscape. (E8) refers to docs/method.md."""
 from __future__ import annotations
 
 from typing import Mapping

@@ -1,0 +1,135 @@
+"""Show a chapter's committed findings next to this run's, and hand this run's record to the runner.
+
+The committed records live in ``notebooks/findings/<NN>.json`` of a checkout (``GREGNB_FINDINGS_RECORDS``
+points elsewhere). ``GREGNB_FINDINGS_OUT`` (set by ``python -m gregnb.findings``) names a folder where
+:func:`show` writes this run's record as ``<NN>.json``.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+from .record import Claim, compare
+
+__all__ = ["records_dir", "load_record", "write_record", "FindingsView", "show"]
+
+
+def records_dir() -> Path:
+    """Where committed records are read from: ``$GREGNB_FINDINGS_RECORDS`` or the checkout's ``notebooks/findings``."""
+    env = os.environ.get("GREGNB_FINDINGS_RECORDS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "notebooks" / "findings"
+
+
+def load_record(chapter: str, folder: str | os.PathLike | None = None) -> dict | None:
+    """The committed record of ``chapter`` as a dict, or None when there is none.
+
+    Raises ValueError naming the file when it exists but is not a record (bad JSON, wrong format).
+    """
+    path = Path(folder or records_dir()) / f"{chapter}.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("format") != 1 or record.get("chapter") != chapter or not isinstance(record.get("claims"), list):
+            raise ValueError("not a format-1 findings record for this chapter")
+        for claim in record["claims"]:
+            Claim.from_dict(claim)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a usable findings record ({err}); restore it from git or rewrite it with "
+                         f"`python -m gregnb.findings update {chapter}`") from None
+    return record
+
+
+def write_record(record: dict, path: str | os.PathLike) -> Path:
+    """Write ``record`` as indented JSON, atomically (a temporary file renamed over the target)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+class FindingsView:
+    """The committed record and this run side by side (HTML in a notebook, text in a terminal)."""
+
+    def __init__(self, current: dict, recorded: dict | None):
+        self.current, self.recorded = current, recorded
+        self.fast = current["mode"] != "normal"
+        self.problems = [] if recorded is None or self.fast else compare(recorded, current)
+
+    def _rows(self):
+        shown = self.recorded or self.current
+        now = {c["id"]: Claim.from_dict(c) for c in self.current["claims"]}
+        for d in shown["claims"]:
+            claim = Claim.from_dict(d)
+            numbers = "; ".join(f"{k}: {v.text()}" for k, v in claim.numbers.items())
+            mine = now.get(claim.id)
+            if self.recorded is None:
+                this_run = "(no record to compare with)"
+            elif mine is None:
+                this_run = "not made by this run"
+            elif self.fast:
+                this_run = f"FAST: {mine.outcome()} (not comparable)"
+            else:
+                own = [p for p in self.problems if p.startswith(claim.id + ":")]
+                this_run = "same verdict, numbers within the recorded spread" if not own else \
+                    "DIFFERS: " + "; ".join(p.split(": ", 1)[1] for p in own)
+            yield claim.claim, claim.outcome(), numbers, this_run
+
+    def header(self) -> list[str]:
+        ch = self.current["chapter"]
+        if self.recorded is None:
+            lines = [f"No committed record for chapter {ch}: showing this run only "
+                     f"(write one with `python -m gregnb.findings update {ch}`)."]
+        else:
+            p = self.recorded.get("provenance", {})
+            dirty = " with uncommitted changes" if p.get("dirty") else ""
+            lines = [f"Committed record (normal mode), made {p.get('date', '?')} from commit "
+                     f"{str(p.get('commit', '?'))[:10]}{dirty} on {p.get('machine', '?')}, torch {p.get('torch', '?')}."]
+        if self.fast:
+            lines.append("This run is in FAST mode (fewer seeds and epochs): its verdicts are smoke tests and are "
+                         "not comparable with the normal-mode record.")
+        elif self.recorded is not None:
+            lines.append("This run reproduces every recorded verdict, with every number inside its recorded spread."
+                         if not self.problems else
+                         f"This run departs from the record in {len(self.problems)} place(s): see the last column.")
+        return lines
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<p>{html.escape(line)}</p>" for line in self.header())
+        cells = "".join("<tr>" + "".join(f'<td style="text-align:left">{html.escape(x)}</td>' for x in row) + "</tr>"
+                        for row in self._rows())
+        titles = ("claim", "verdict", "numbers (mean ± std over seeds)", "this run")
+        table = ('<table class="gregnb-findings"><thead><tr>' + "".join(f'<th style="text-align:left">{t}</th>'
+                                                                        for t in titles)
+                 + f"</tr></thead><tbody>{cells}</tbody></table>")
+        return f'<div class="gregnb-findings"><p><b>What we found</b></p>{head}{table}</div>'
+
+    def __repr__(self) -> str:
+        rows = [f"- {claim}\n    {verdict} | {numbers}\n    this run: {this}" for claim, verdict, numbers, this
+                in self._rows()]
+        return "\n".join(["What we found", *self.header(), *rows])
+
+
+def show(current: dict, records: str | os.PathLike | None = None) -> FindingsView | None:
+    """Display this run's record (a dict) next to the committed one: a :class:`FindingsView`, displayed inside
+    IPython (returns None) or returned (elsewhere).
+
+    Writes this run's record to ``$GREGNB_FINDINGS_OUT/<NN>.json`` when that variable is set.
+    """
+    out = os.environ.get("GREGNB_FINDINGS_OUT")
+    if out:
+        write_record(current, Path(out) / f"{current['chapter']}.json")
+    view = FindingsView(current, load_record(current["chapter"], records))
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return view
+    if get_ipython() is None:
+        return view
+    display(view)
+    return None

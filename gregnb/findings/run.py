@@ -1,0 +1,178 @@
+"""Execute chapters in normal mode and write (``update``) or check (``check``) their findings records.
+
+    python -m gregnb.findings update [NN ...]   # run the chapters, rewrite notebooks/findings/NN.json
+    python -m gregnb.findings check  [NN ...]   # run them, exit 1 when a verdict or number departs from the record
+
+Without chapter numbers: every chapter whose notebook records findings. Trained models are cached in
+``data/models`` (``gregnb.cache``), so a second run of a chapter is much faster than the first; a check
+on a fresh clone trains everything (minutes per chapter on a laptop CPU).
+"""
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ThreadPoolExecutor
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .record import compare
+from .render import load_record, write_record
+
+__all__ = ["ROOT", "chapter_notebooks", "execute_chapter", "provenance", "update", "check", "main"]
+
+ROOT = Path(__file__).resolve().parents[2]
+INLINE = "module://matplotlib_inline.backend_inline"
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter raised while executing, or wrote no findings."""
+
+
+def chapter_notebooks(chapters: Sequence[str] = (), folder: str | os.PathLike | None = None) -> dict[str, Path]:
+    """``{"01": path, ...}`` for the chapters asked for; by default every chapter that records findings."""
+    folder = Path(folder or ROOT / "notebooks")
+    found = {p.name[:2]: p for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))}
+    if not chapters:
+        return {nn: p for nn, p in found.items() if "Findings(" in p.read_text(encoding="utf-8")}
+    wanted = [str(c).zfill(2) for c in chapters]
+    unknown = [c for c in wanted if c not in found]
+    if unknown:
+        raise SystemExit(f"no chapter notebook for {unknown} in {folder}; choose from {sorted(found)}")
+    return {nn: found[nn] for nn in wanted}
+
+
+def execute_chapter(path: Path, out_dir: Path, *, timeout: int = 1800, keep: Path | None = None,
+                    threads: int = 1) -> dict:
+    """Run one notebook in normal mode with ``threads`` CPU threads; return the record its findings cell
+    wrote (with ``seconds``). The thread count is fixed because it can change a CPU run's rounding."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    env = {**os.environ, "GREGNB_FAST": "0", "GREGNB_FINDINGS_OUT": str(out_dir), "MPLBACKEND": INLINE,
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+    except CellExecutionError as err:
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ChapterFailed(f"{path.name} stopped with an error: {last}") from None
+    seconds = time.perf_counter() - t0
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, keep / path.name)
+    record = load_record(path.name[:2], out_dir)
+    if record is None:
+        raise ChapterFailed(f"{path.name} ran but recorded no findings (its closing cell must call Findings(...).show())")
+    return {**record, "seconds": round(seconds, 1)}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def provenance(seconds: float) -> dict:
+    """Commit (and whether tracked files had uncommitted changes), date, machine and versions of a run."""
+    import torch
+
+    return {"commit": _git("rev-parse", "HEAD") or "unknown (not a git checkout)",
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(), "torch": torch.__version__, "threads": 1,
+            "seconds": round(seconds, 1)}
+
+
+def _run_all(paths: dict[str, Path], jobs: int, **kw) -> Iterator[tuple[str, Path, "dict | ChapterFailed"]]:
+    """Execute chapters, ``jobs`` at a time (each kernel single-threaded); yield results as they finish, in order."""
+
+    def one(item):
+        nn, path = item
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return nn, path, execute_chapter(path, Path(tmp), **kw)
+            except ChapterFailed as err:
+                return nn, path, err
+
+    def recorded_seconds(item):   # longest first (as last recorded), so parallel jobs finish together
+        record = load_record(item[0], ROOT / "notebooks" / "findings") if jobs > 1 else None
+        return -(record or {}).get("provenance", {}).get("seconds", 0.0)
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        yield from pool.map(one, sorted(paths.items(), key=recorded_seconds))
+
+
+def update(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout: int = 1800, keep=None,
+           jobs: int = 1) -> int:
+    """Execute the chapters and rewrite their committed records; returns an exit status."""
+    records = Path(records or ROOT / "notebooks" / "findings")
+    status = 0
+    for nn, path, run in _run_all(chapter_notebooks(chapters, notebooks), jobs, timeout=timeout,
+                                  keep=keep and Path(keep)):
+        if isinstance(run, ChapterFailed):
+            print(f"{path.stem}: FAILED, record unchanged: {run}", flush=True)
+            status = 1
+            continue
+        seconds = run.pop("seconds")
+        record = {"format": run["format"], "chapter": nn, "mode": run["mode"], "provenance": provenance(seconds),
+                  "claims": run["claims"]}
+        write_record(record, records / f"{nn}.json")
+        print(f"{path.stem}: wrote {records / f'{nn}.json'} ({len(record['claims'])} claims, {seconds:.0f} s)",
+              flush=True)
+    return status
+
+
+def check(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout: int = 1800, keep=None,
+          jobs: int = 1) -> int:
+    """Execute the chapters and compare with their records; prints every departure, returns 1 if any."""
+    records = Path(records or ROOT / "notebooks" / "findings")
+    failed, paths = [], chapter_notebooks(chapters, notebooks)
+    recorded = {nn: load_record(nn, records) for nn in paths}
+    for nn in [nn for nn, rec in recorded.items() if rec is None]:
+        print(f"{paths.pop(nn).stem}: no record in {records} (write one with `python -m gregnb.findings update {nn}`)")
+        failed.append(nn)
+    for nn, path, run in _run_all(paths, jobs, timeout=timeout, keep=keep and Path(keep)):
+        if isinstance(run, ChapterFailed):
+            print(f"{path.stem}: FAILED: {run}", flush=True)
+            failed.append(nn)
+            continue
+        problems = compare(recorded[nn], run)
+        print(f"{path.stem}: {'OK' if not problems else 'DEPARTS FROM ITS RECORD'} "
+              f"({len(run['claims'])} claims, {run['seconds']:.0f} s)", flush=True)
+        for p in problems:
+            print(f"    {p}", flush=True)
+        if problems:
+            failed.append(nn)
+    if failed:
+        print(f"findings check failed for chapter(s) {', '.join(failed)}. If the change is intended, rewrite the "
+              f"records with `python -m gregnb.findings update {' '.join(failed)}` and commit them.")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gregnb.findings", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("update", "check"))
+    ap.add_argument("chapters", nargs="*", metavar="NN", help="chapter numbers, e.g. 01 03 (default: all with findings)")
+    ap.add_argument("--notebooks", help="folder of the chapter notebooks (default: the checkout's notebooks/)")
+    ap.add_argument("--records", help="folder of the records (default: notebooks/findings/)")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
+    ap.add_argument("--keep", help="also save the executed notebooks into this folder")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="chapters run at once, one CPU thread each (default 1; records are made the same way)")
+    args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
+    command = update if args.command == "update" else check
+    return command(args.chapters, notebooks=args.notebooks, records=args.records, timeout=args.timeout,
+                   keep=args.keep, jobs=args.jobs)

@@ -1,0 +1,245 @@
+"""The findings record: numbers checked against NumPy, departures detected, the CLI run on a tiny notebook,
+and every chapter's committed record present, well-formed, and the only source of numbers in its prose."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from gregnb.experiments import paired_verdict
+from gregnb.findings import Findings, Number, compare, load_record, summarize, verdict_from_wins, write_record
+from gregnb.findings.render import FindingsView
+from gregnb.findings.run import chapter_notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "notebooks" / "findings"
+
+
+def _record(verdict="holds", mean=4.0, std=1.0, mode="normal", wins=None, seeds=None):
+    f = Findings("99", fast=mode == "fast")
+    f.add("a-claim", "A claim.", verdict, {"x": Number(mean, std, 3, "%")}, wins=wins, seeds=seeds)
+    return f.to_dict()
+
+
+def test_summarize_matches_numpy():
+    values = [0.31, 0.42, 0.27, 0.35, 0.5]
+    n = summarize(values, unit="%", scale=100)
+    assert n.mean == pytest.approx(100 * np.mean(values))
+    assert n.std == pytest.approx(100 * np.std(values, ddof=1))
+    assert (n.n, n.unit) == (5, "%")
+    assert summarize([2.5]).std == 0.0 and summarize([2.5]).n == 1
+    with pytest.raises(ValueError, match="no values"):
+        summarize([])
+
+
+def test_number_band_and_text():
+    assert Number(10.0, 2.0, 5, "%").band() == pytest.approx((8.0, 12.0))
+    assert Number(10.0, 0.0, 1, "", tol=0.5).band() == pytest.approx((9.5, 10.5))
+    assert Number(35.84, 4.06, 5, "%").text() == "35.8 ± 4.1 %"
+    assert Number(0.1134).text() == "0.113"
+    for bad in (dict(mean=float("nan")), dict(mean=1.0, std=-1.0), dict(mean=1.0, n=0)):
+        with pytest.raises(ValueError):
+            Number(**bad)
+
+
+def test_verdicts_from_wins():
+    assert [verdict_from_wins(w, 5) for w in (5, 0, 3)] == ["holds", "does not hold", "mixed"]
+    with pytest.raises(ValueError):
+        verdict_from_wins(6, 5)
+
+
+def test_add_paired_takes_paired_verdict_numbers():
+    df = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "method": ["a", "b"] * 3, "ood": "mean",
+                       "fpr95": [0.10, 0.20, 0.15, 0.12, 0.05, 0.30]})
+    f = Findings("99", fast=False)
+    claim = f.add_paired("a-beats-b", "Row a has a lower mean FPR95 than row b.", paired_verdict(df, "a", "b"))
+    assert (claim.verdict, claim.wins, claim.seeds) == ("mixed", 2, 3)   # seed 1: a is worse
+    assert claim.numbers["a"].mean == pytest.approx(100 * np.mean([0.10, 0.15, 0.05]))
+    assert claim.numbers["b"].std == pytest.approx(100 * np.std([0.20, 0.12, 0.30], ddof=1))
+
+
+def test_findings_refuse_bad_claims():
+    f = Findings("99", fast=False)
+    f.add_check("ok", "Fine.", True)
+    for args, kw, match in [(("ok", "Again.", "holds"), {}, "already"), (("Bad Id", "x", "holds"), {}, "lower-case"),
+                            (("v", "x", "maybe"), {}, "verdict must be"),
+                            (("w", "x", "holds"), dict(wins=3, seeds=5), "does not match"),
+                            (("n", "x", "holds", {"y": 3.0}), {}, "Number")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            f.add(*args, **kw)
+    with pytest.raises(ValueError, match="two-digit"):
+        Findings("3")
+
+
+def test_compare_finds_each_kind_of_departure():
+    base = _record("mixed", wins=2, seeds=3)
+    assert compare(base, _record("mixed", wins=1, seeds=3)) == []            # still mixed: same verdict
+    assert compare(base, _record("mixed", mean=4.9, wins=2, seeds=3)) == []  # inside mean ± std
+    flipped = compare(base, _record("holds", wins=3, seeds=3))
+    assert len(flipped) == 1 and "a-claim: verdict 'holds (3/3 seeds)', recorded 'mixed (2/3 seeds)'" in flipped[0]
+    moved = compare(base, _record("mixed", mean=5.2, wins=2, seeds=3))
+    assert len(moved) == 1 and "outside the recorded 4.0 ± 1.0 %" in moved[0]
+    other = Findings("99", fast=False)
+    other.add_check("b-claim", "Another.", True)
+    assert len(compare(base, other.to_dict())) == 2                          # one missing, one new
+    assert "not comparable" in compare(base, _record(mode="fast"))[0]
+
+
+def test_view_marks_fast_runs_and_departures():
+    rec = _record("holds")
+    view = FindingsView(_record("holds", mode="fast"), rec)
+    assert "FAST mode" in repr(view) and "not comparable" in view._repr_html_()
+    view = FindingsView(_record("does not hold"), rec)
+    assert "DIFFERS" in repr(view) and "departs from the record in 1 place" in repr(view)
+    assert "No committed record" in repr(FindingsView(rec, None))
+
+
+def test_a_damaged_record_is_refused_with_the_fix(tmp_path):
+    (tmp_path / "99.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"99.json is not a usable findings record.*findings update 99"):
+        load_record("99", tmp_path)
+    assert load_record("98", tmp_path) is None
+
+
+TINY = """from gregnb.findings import Findings, summarize
+values = VALUES
+found = Findings("99")
+found.add_check("mean-above-two", "The mean of the values exceeds two.", sum(values) / len(values) > 2,
+                {"mean": summarize(values)})
+found.show()"""
+
+
+def _tiny(folder, values):
+    folder.mkdir(exist_ok=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TINY.replace("VALUES", repr(values)))])
+    nbformat.write(nb, folder / "99_tiny.ipynb")
+
+
+def _cli(*args):
+    env = {**os.environ, "GREGNB_FAST": "1"}   # the runner must force normal mode itself
+    return subprocess.run([sys.executable, "-m", "gregnb.findings", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+@pytest.mark.notebook
+def test_cli_update_then_check_catches_a_flipped_verdict_and_a_moved_number(tmp_path):
+    nbs, recs = tmp_path / "nb", tmp_path / "rec"
+    _tiny(nbs, [2.0, 3.0, 4.0])
+    res = _cli("update", "99", "--notebooks", str(nbs), "--records", str(recs))
+    assert res.returncode == 0, res.stdout + res.stderr
+    record = json.loads((recs / "99.json").read_text())
+    assert record["mode"] == "normal" and record["claims"][0]["verdict"] == "holds"
+    assert {"commit", "date", "machine", "torch", "seconds"} <= set(record["provenance"])
+    assert _cli("check", "99", "--notebooks", str(nbs), "--records", str(recs)).returncode == 0
+    _tiny(nbs, [1.0, 1.5, 2.0])                 # a change that flips the verdict
+    res = _cli("check", "99", "--notebooks", str(nbs), "--records", str(recs))
+    assert res.returncode == 1 and "mean-above-two: verdict 'does not hold', recorded 'holds'" in res.stdout
+    _tiny(nbs, [2.5, 3.5, 4.5])                 # same verdict, mean 3.5 inside the recorded 3.0 ± 1.0
+    assert _cli("check", "99", "--notebooks", str(nbs), "--records", str(recs)).returncode == 0
+    _tiny(nbs, [3.5, 4.5, 5.5])                 # mean 4.5 leaves the recorded 3.0 ± 1.0
+    res = _cli("check", "99", "--notebooks", str(nbs), "--records", str(recs))
+    assert res.returncode == 1 and "mean = 4.50 ± 1.00, outside the recorded 3.00 ± 1.00" in res.stdout
+
+
+@pytest.mark.notebook
+def test_cli_runs_chapters_in_parallel_one_thread_each(tmp_path):
+    nbs, recs = tmp_path / "nb", tmp_path / "rec"
+    _tiny(nbs, [2.0, 3.0, 4.0])
+    nb = nbformat.read(nbs / "99_tiny.ipynb", as_version=4)
+    nb.cells[0].source = nb.cells[0].source.replace('"99"', '"98"') + (
+        '\nimport torch; assert torch.get_num_threads() == 1, torch.get_num_threads()')
+    nbformat.write(nb, nbs / "98_other.ipynb")
+    res = _cli("update", "--jobs", "2", "--notebooks", str(nbs), "--records", str(recs))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(p.name for p in recs.iterdir()) == ["98.json", "99.json"]
+    assert _cli("check", "--jobs", "0").returncode == 2   # refused by the argument parser
+
+
+def test_cli_refuses_unknown_chapters():
+    res = _cli("check", "42")
+    assert res.returncode != 0 and "no chapter notebook for ['42']" in res.stderr
+
+
+CLAIMING = chapter_notebooks()
+
+
+def test_chapters_that_state_findings_have_committed_normal_mode_records():
+    assert {"01", "02", "03", "04", "05", "06"} <= set(CLAIMING), sorted(CLAIMING)
+    for nn in CLAIMING:
+        record = load_record(nn)
+        assert record is not None, f"chapter {nn} has no notebooks/findings/{nn}.json"
+        assert record["mode"] == "normal" and record["claims"], nn
+        assert {"commit", "date", "machine", "seconds"} <= set(record["provenance"]), nn
+
+
+def test_write_record_is_atomic_and_round_trips(tmp_path):
+    rec = _record()
+    write_record(rec, tmp_path / "99.json")
+    assert load_record("99", tmp_path) == rec and [p.name for p in tmp_path.iterdir()] == ["99.json"]
+
+
+# ---- no number in a chapter's prose that its record does not hold -------------------------------------------
+_RESULT_LIKE = re.compile(r"(?<![\w.\-−])[−-]?\d+(?:[.,]\d+)*(?:\s*[–-]\s*\d+(?:\.\d+)?)?\s*(?:%|×(?!\s*\d)|x\b)"  # 44%, 30×
+                          r"|(?<![\w.\-−])[−-]?\d+\.\d+"                                           # 0.113
+                          r"|\b\d+\s*(?:of|/)\s*\d+\s+seeds")                                      # 2 of 5 seeds
+#: Numbers any chapter's prose may state: definitions.
+GIVEN_ALL = {"95%": "the true-positive rate that defines FPR95"}
+#: Numbers a chapter's prose may state without a record: settings, definitions and other papers' numbers.
+GIVEN = {
+    "00": {},
+    "01": {},
+    "02": {},
+    "03": {},
+    "04": {},
+    "05": {},
+    "06": {},
+}
+
+
+def prose(md: str) -> str:
+    """Markdown without code, maths, links, references and list/heading numbering: the sentences."""
+    text = md.split("## References")[0]
+    for pattern in (r"```.*?```", r"`[^`]*`", r"\$\$.*?\$\$", r"\$[^$]*\$", r"\]\([^)]*\)", r"https?://\S+"):
+        text = re.sub(pattern, " ", text, flags=re.S)
+    return re.sub(r"^\s*(?:#+\s*)?\d+\.\s", " ", text, flags=re.M)
+
+
+def _values(token: str) -> list[float]:
+    nums = re.findall(r"\d+(?:\.\d+)?", token.replace(",", ""))
+    return [float(n) for n in nums]
+
+
+def _held(value: float, decimals: int, record: dict | None) -> bool:
+    """Does the record hold ``value`` at the precision the prose wrote it with (a mean, std or seed count)?"""
+    if record is None:
+        return False
+    for claim in record["claims"]:
+        pool = [v for n in claim["numbers"].values() for v in (n["mean"], n["std"])]
+        pool += [claim["wins"], claim["seeds"]] if claim.get("seeds") else []
+        if any(round(abs(x), decimals) == value for x in pool):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name[:2])
+def test_chapter_prose_states_no_number_its_record_does_not_hold(path):
+    nn = path.name[:2]
+    record = load_record(nn)
+    md = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    stray = []
+    for token in _RESULT_LIKE.findall(prose(md)):
+        if token.strip() in GIVEN[nn] or token.strip() in GIVEN_ALL:
+            continue
+        for v in _values(token):
+            decimals = len(str(v).split(".")[1]) if "." in token else 0
+            if not _held(v, decimals, record):
+                stray.append(token.strip())
+                break
+    assert not stray, (f"{path.name} states numbers its findings record (notebooks/findings/{nn}.json) does not "
+                       f"hold: {stray}. Print them from code and record them, or declare a setting in GIVEN.")
