@@ -63,7 +63,7 @@ def _train(model: nn.Module, data: Benchmark, method: str, recipe: dict, cache: 
         return fit(model, data, method, **recipe)
     # every setting, defaults filled in: a run spelled two ways (a default given or left out) is trained once
     full = dataclasses.asdict(TrainConfig(**recipe))
-    settings = {"method": method, **{k: v for k, v in full.items() if k != "progress"}}
+    settings = {**{k: v for k, v in full.items() if k != "progress"}, "method": method}
     return cached_training(model, data, settings, lambda m: fit(m, data, method, **recipe))
 
 

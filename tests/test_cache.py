@@ -58,3 +58,7 @@ def test_a_run_spelled_two_ways_is_trained_once(tmp_path, monkeypatch, capsys):
     assert "loaded" in capsys.readouterr().out
     train_classifier(toy, seed=0, epochs=2)                        # another run still trains
     assert "loaded" not in capsys.readouterr().out
+    train_classifier(toy, seed=0, epochs=1, method="energy", m_in=-5.0, m_out=-2.0)   # another method too
+    assert "loaded" not in capsys.readouterr().out
+    train_classifier(toy, seed=0, epochs=1, method="greg", m_in=-5.0, m_out=-2.0)
+    assert "loaded" not in capsys.readouterr().out

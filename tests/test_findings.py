@@ -193,11 +193,15 @@ GIVEN_ALL = {"95%": "the true-positive rate that defines FPR95"}
 #: Numbers a chapter's prose may state without a record: settings, definitions and other papers' numbers.
 GIVEN = {
     "00": {},
-    "01": {},
+    "01": {"1.5": "a version number (OpenOOD ≥ 1.5)",
+           "33.0%": "the energy paper's FPR95 for the energy score (WRN-40-2, CIFAR-10)",
+           "51.0%": "the energy paper's FPR95 for MSP (WRN-40-2, CIFAR-10)"},
     "02": {},
-    "03": {},
+    "03": {"0.005": "1/192: the reference weighting's effective weight, arithmetic"},
     "04": {},
-    "05": {},
+    "05": {"0.001": "the energy-finetune preset's learning rate", "0.1": "λ_S, and the scratch recipe's learning rate",
+           "0.01": "the scratch recipe's learning rate after epoch 50", "192×": "N = 64 + 128 rows: paper vs reference",
+           "6×": "GReg+ candidates per ID batch", "2×": "GReg+ picks per ID batch", "0.9": "the 300K pool's size in GB"},
     "06": {},
 }
 

@@ -126,3 +126,22 @@ def test_pages_load_mathjax_from_the_site_folder(site):
         assert re.findall(r'<script[^>]*\ssrc="([^"]*)"', text) == [MATHJAX_URL], page.name
         assert not re.findall(r'\ssrc="(?:https?:)?//|<link[^>]+href="(?:https?:)?//', text), \
             f"{page.name} loads something from the network"
+
+
+def test_pages_show_the_committed_findings(site):
+    """Each chapter page that states findings shows its committed normal-mode record: every claim's sentence and
+    recorded numbers (the same text a normal-mode build shows), and a FAST build says it is not comparable."""
+    from gregnb.findings import Claim, load_record
+
+    out, _ = site
+    for name in CHAPTERS:
+        record = load_record(name[:2])
+        if record is None:
+            continue
+        page = html.unescape((out / f"{name}.html").read_text())
+        assert "not comparable with the normal-mode record" in page, name
+        for d in record["claims"]:
+            claim = Claim.from_dict(d)
+            assert claim.claim in page and claim.outcome() in page, (name, claim.id)
+            for number in claim.numbers.values():
+                assert number.text() in page, (name, claim.id, number.text())
