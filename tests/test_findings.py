@@ -245,5 +245,8 @@ def test_chapter_prose_states_no_number_its_record_does_not_hold(path):
             if not _held(v, decimals, record):
                 stray.append(token.strip())
                 break
+    cited = set(re.findall(r"\[([a-z0-9]+(?:-[a-z0-9]+)+)\]", md))
+    known = {c["id"] for c in record["claims"]} if record else set()
+    assert cited <= known, f"{path.name} cites claims its record does not hold: {sorted(cited - known)}"
     assert not stray, (f"{path.name} states numbers its findings record (notebooks/findings/{nn}.json) does not "
                        f"hold: {stray}. Print them from code and record them, or declare a setting in GIVEN.")
