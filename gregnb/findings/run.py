@@ -81,6 +81,17 @@ def _git(*args: str) -> str:
         return ""
 
 
+def _cpu_model() -> str:
+    """", <CPU model name>" where the system says it (a different CPU can round differently), else ""."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return ", " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f", {platform.processor()}" if platform.processor() else ""
+
+
 def provenance(seconds: float) -> dict:
     """Commit (and whether tracked files had uncommitted changes), date, machine and versions of a run."""
     import torch
@@ -88,7 +99,7 @@ def provenance(seconds: float) -> dict:
     return {"commit": _git("rev-parse", "HEAD") or "unknown (not a git checkout)",
             "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs{_cpu_model()}",
             "python": platform.python_version(), "torch": torch.__version__, "threads": 1,
             "seconds": round(seconds, 1)}
 
