@@ -16,7 +16,7 @@ THIS = Path(__file__).resolve()
 LABEL = re.compile(r"(?<![\w.+-])E(\d+)\b")
 NOQA = re.compile(r"noqa:\s*[A-Z]+\d+(?:\s*,\s*[A-Z]+\d+)*")  # linter codes such as "noqa: E731" are no labels
 CLAIM = re.compile(r"\b[Cc]laims?\s+(\d+(?:\s*(?:,|and|or|&|–|-)\s*\d+)*)")
-PAPER_NUMBER = re.compile(r"§\s*\d|\bTheorem\s+\d|\bTables?\s+\d")
+PAPER_NUMBER = re.compile(r"§\s*\d|\bTheorem\s+\d|\bTables?\s+\d|\bFig(?:ure)?s?\.?\s+\d")
 OUTSIDE_NOTES = re.compile(r"\.\./shared|shared/(?:method|design)\.md")
 METHOD_MD = re.compile(r"(?<![\w/.-])(?:[\w.-]+/)*method\.md")
 
@@ -78,6 +78,7 @@ def test_the_scanners_read_what_they_should():
     assert labels_in("f = lambda a: a  # noqa: E731\nx = 1E5\nHE3 h.E2") == set()
     assert claims_in("Claim 6 of the paper; claims 3 and 4; claim 2, toy") == {2, 3, 4, 6}
     assert PAPER_NUMBER.search("ECCV 2024, §3.1 (Theorem 1)") and PAPER_NUMBER.search("Tables 1–3")
+    assert PAPER_NUMBER.search("the paper's Fig. 3") and not PAPER_NUMBER.search("Figures show")
     assert not PAPER_NUMBER.search("the paper's certified-radius theorem, its experiments section")
     assert [m.group(0) for m in METHOD_MD.finditer("see docs/method.md, ../shared/method.md and method.md")] == \
         ["docs/method.md", "../shared/method.md", "method.md"]
