@@ -62,6 +62,8 @@ def test_add_paired_takes_paired_verdict_numbers():
     assert (claim.verdict, claim.wins, claim.seeds) == ("mixed", 2, 3)   # seed 1: a is worse
     assert claim.numbers["a"].mean == pytest.approx(100 * np.mean([0.10, 0.15, 0.05]))
     assert claim.numbers["b"].std == pytest.approx(100 * np.std([0.20, 0.12, 0.30], ddof=1))
+    wide = f.add_paired("a-beats-b-wide", "The same, with a tolerance.", paired_verdict(df, "a", "b"), tol=20.0)
+    assert wide.numbers["a"].band() == pytest.approx((wide.numbers["a"].mean - 20.0, wide.numbers["a"].mean + 20.0))
 
 
 def test_findings_refuse_bad_claims():

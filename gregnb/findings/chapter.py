@@ -49,18 +49,19 @@ class Findings:
         return self.claims[claim_id]
 
     def add_paired(self, claim_id: str, claim: str, result: Mapping, *, unit: str = "%", scale: float = 100.0,
-                   names: tuple[str, str] | None = None) -> Claim:
+                   names: tuple[str, str] | None = None, tol: float = 0.0) -> Claim:
         """Record a seed-by-seed comparison from :func:`gregnb.experiments.paired_verdict`.
 
-        The two rows' means and stds become numbers named after the rows (or ``names``), in ``unit``.
+        The two rows' means and stds become numbers named after the rows (or ``names``), in ``unit``;
+        ``tol`` (in ``unit``) widens their check band for a measure that moves in steps (a spread of 0 over seeds).
         """
         missing = {"a", "b", "mean_a", "std_a", "mean_b", "std_b", "wins", "seeds", "verdict"} - set(result)
         if missing:
             raise ValueError(f"add_paired needs the dict paired_verdict returns; missing {sorted(missing)}")
         name_a, name_b = names or (result["a"], result["b"])
         n = int(result["seeds"])
-        numbers = {name_a: Number(scale * result["mean_a"], scale * result["std_a"], n, unit),
-                   name_b: Number(scale * result["mean_b"], scale * result["std_b"], n, unit)}
+        numbers = {name_a: Number(scale * result["mean_a"], scale * result["std_a"], n, unit, tol),
+                   name_b: Number(scale * result["mean_b"], scale * result["std_b"], n, unit, tol)}
         return self.add(claim_id, claim, result["verdict"], numbers, wins=result["wins"], seeds=n)
 
     def add_check(self, claim_id: str, claim: str, passed: bool, numbers: Mapping[str, Number] | None = None) -> Claim:
