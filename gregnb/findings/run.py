@@ -104,7 +104,8 @@ def provenance(seconds: float) -> dict:
             "seconds": round(seconds, 1)}
 
 
-def _run_all(paths: dict[str, Path], jobs: int, **kw) -> Iterator[tuple[str, Path, "dict | ChapterFailed"]]:
+def _run_all(paths: dict[str, Path], jobs: int, records: Path,
+             **kw) -> Iterator[tuple[str, Path, "dict | ChapterFailed"]]:
     """Execute chapters, ``jobs`` at a time (each kernel single-threaded); yield results as they finish, in order."""
 
     def one(item):
@@ -116,7 +117,7 @@ def _run_all(paths: dict[str, Path], jobs: int, **kw) -> Iterator[tuple[str, Pat
                 return nn, path, err
 
     def recorded_seconds(item):   # longest first (as last recorded), so parallel jobs finish together
-        record = load_record(item[0], ROOT / "notebooks" / "findings") if jobs > 1 else None
+        record = load_record(item[0], records) if jobs > 1 else None
         return -(record or {}).get("provenance", {}).get("seconds", 0.0)
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -128,7 +129,7 @@ def update(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeou
     """Execute the chapters and rewrite their committed records; returns an exit status."""
     records = Path(records or ROOT / "notebooks" / "findings")
     status = 0
-    for nn, path, run in _run_all(chapter_notebooks(chapters, notebooks), jobs, timeout=timeout,
+    for nn, path, run in _run_all(chapter_notebooks(chapters, notebooks), jobs, records, timeout=timeout,
                                   keep=keep and Path(keep)):
         if isinstance(run, ChapterFailed):
             print(f"{path.stem}: FAILED, record unchanged: {run}", flush=True)
@@ -152,7 +153,7 @@ def check(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout
     for nn in [nn for nn, rec in recorded.items() if rec is None]:
         print(f"{paths.pop(nn).stem}: no record in {records} (write one with `python -m gregnb.findings update {nn}`)")
         failed.append(nn)
-    for nn, path, run in _run_all(paths, jobs, timeout=timeout, keep=keep and Path(keep)):
+    for nn, path, run in _run_all(paths, jobs, records, timeout=timeout, keep=keep and Path(keep)):
         if isinstance(run, ChapterFailed):
             print(f"{path.stem}: FAILED: {run}", flush=True)
             failed.append(nn)
