@@ -18,11 +18,11 @@ from typing import Callable
 from torch import nn
 
 from .checkpoint import check_writable, load_checkpoint, load_model_state, save_checkpoint
-from .config import data_dir
+from .config import data_dir, display_path
 from .data.base import Benchmark
 from .train import History
 
-__all__ = ["cached_training", "code_fingerprint", "data_fingerprint"]
+__all__ = ["cached_training", "cached_training_many", "code_fingerprint", "data_fingerprint"]
 
 #: the code whose changes change a trained model: the training package and every module it trains with
 _CODE = ("train", "losses.py", "models.py", "scores.py", "lipschitz", "sampling.py", "inference.py")
@@ -61,37 +61,67 @@ def cached_training(model: nn.Module, data: Benchmark, settings: dict, train: Ca
     A cached file that cannot be used is rebuilt (with a warning). If ``folder`` is not writable, the
     model is trained all the same and the result returned, with a warning that it is not cached.
     """
-    key_src = json.dumps({"settings": settings, "data": data_fingerprint(data), "code": code_fingerprint(),
-                          "init": _state_fingerprint(model)}, sort_keys=True, default=str)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
-    path = Path(folder) if folder is not None else data_dir() / "models"
-    path = path / f"{settings.get('method', 'run')}-{key}.pt".replace("+", "plus")
-    if path.exists() and os.environ.get("GREGNB_NO_CACHE", "0") != "1":
-        try:
-            ckpt = load_checkpoint(path)
-            load_model_state(model, ckpt, path)
-            history = History(ckpt["history"])
-        except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable or incompatible: rebuilt, not trusted
-            warnings.warn(f"cached model {path} cannot be used ({err}); training again", stacklevel=2)
-        else:
-            print(f"loaded {path.name} from {path.parent}", flush=True)
-            return history
+    return cached_training_many([model], data, [settings], lambda ms: [train(ms[0])], folder=folder)[0]
+
+
+def cached_training_many(models: list[nn.Module], data: Benchmark, settings: list[dict],
+                         train_many: Callable[[list[nn.Module]], list[dict]], *,
+                         folder: str | os.PathLike | None = None) -> list[dict]:
+    """:func:`cached_training` for many models at once: each cached model is loaded, and the others are trained
+    together by one call ``train_many(missing_models) -> their histories`` (e.g. :func:`gregnb.train.fit_many`),
+    then each is stored as its own file, under the key a single :func:`cached_training` call would use.
+    Returns the histories in the order of ``models``."""
+    if len(models) != len(settings):
+        raise ValueError(f"got {len(models)} models and {len(settings)} settings; pass one settings dict per model")
+    data_key, code_key = data_fingerprint(data), code_fingerprint()
+    root = Path(folder) if folder is not None else data_dir() / "models"
+    paths, out = [], [None] * len(models)
+    for model, st in zip(models, settings):
+        key_src = json.dumps({"settings": st, "data": data_key, "code": code_key, "init": _state_fingerprint(model)},
+                             sort_keys=True, default=str)
+        key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+        paths.append(root / f"{st.get('method', 'run')}-{key}.pt".replace("+", "plus"))
+    for i, (model, path) in enumerate(zip(models, paths)):
+        out[i] = _load(model, path)
+    missing = [i for i, h in enumerate(out) if h is None]
+    if not missing:
+        return out
     try:
-        check_writable(path.parent, "cached model")
+        check_writable(root, "cached model")
         writable = True
     except PermissionError as err:
         warnings.warn(f"{err}. Training anyway; the result is returned but not cached (set GREGNB_DATA to a "
-                      f"writable folder to keep it)", stacklevel=2)
+                      f"writable folder to keep it)", stacklevel=3)
         writable = False
-    history = train(model)
-    if writable:
-        try:
-            save_checkpoint({"model": model.state_dict(), "history": {k: list(v) for k, v in dict(history).items()}},
-                            path)
-        except OSError as err:  # the trained model stays in memory: report, do not lose it
-            warnings.warn(f"could not cache the trained model at {path} ({err}); the result is returned but not "
-                          f"cached", stacklevel=2)
+    histories = train_many([models[i] for i in missing])
+    for i, history in zip(missing, histories):
+        out[i] = history
+        if writable:
+            _store(models[i], history, paths[i])
+    return out
+
+
+def _load(model: nn.Module, path: Path) -> History | None:
+    """The cached run at ``path`` loaded into ``model`` (its history), or None (absent, unusable, or no cache)."""
+    if not path.exists() or os.environ.get("GREGNB_NO_CACHE", "0") == "1":
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+        load_model_state(model, ckpt, path)
+        history = History(ckpt["history"])
+    except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable or incompatible: rebuilt, not trusted
+        warnings.warn(f"cached model {display_path(path)} cannot be used ({err}); training again", stacklevel=4)
+        return None
+    print(f"loaded {path.name} from {display_path(path.parent)}", flush=True)
     return history
+
+
+def _store(model: nn.Module, history, path: Path) -> None:
+    try:
+        save_checkpoint({"model": model.state_dict(), "history": {k: list(v) for k, v in dict(history).items()}}, path)
+    except OSError as err:  # the trained model stays in memory: report, do not lose it
+        warnings.warn(f"could not cache the trained model at {display_path(path)} ({err}); the result is returned but "
+                      f"not cached", stacklevel=4)
 
 
 def _state_fingerprint(model: nn.Module) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "fast", "FAST", "data_dir", "pick", "environment_report"]
+__all__ = ["device", "seed_everything", "fast", "FAST", "data_dir", "display_path", "pick", "environment_report"]
 
 
 def fast() -> bool:
@@ -23,6 +23,7 @@ def fast() -> bool:
 
 
 FAST: bool = fast()
+_REPO = Path(__file__).resolve().parent.parent
 
 
 def pick(normal, fast_value):
@@ -57,24 +58,59 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _data_root() -> tuple[Path, str]:
+    """The data folder (not created) and how messages name it: ``$GREGNB_DATA``, ``data`` or ``~/.cache/gregnb``."""
+    env = os.environ.get("GREGNB_DATA")
+    if env:
+        return Path(env).expanduser(), "$GREGNB_DATA"
+    repo_data = _REPO / "data"
+    if (repo_data / "README.md").exists():
+        return repo_data, "data"
+    return Path.home() / ".cache" / "gregnb", "~/.cache/gregnb"
+
+
 def data_dir() -> Path:
     """Folder for generated caches and downloads.
 
     ``GREGNB_DATA`` if set; otherwise the repository's ``data/`` when the package runs
     from a checkout; otherwise ``~/.cache/gregnb``. Created if missing.
     """
-    env = os.environ.get("GREGNB_DATA")
-    if env:
-        path = Path(env).expanduser()
-    else:
-        repo_data = Path(__file__).resolve().parent.parent / "data"
-        path = repo_data if (repo_data / "README.md").exists() else Path.home() / ".cache" / "gregnb"
+    path, _ = _data_root()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise PermissionError(f"cannot create the data folder {path} ({err.strerror or err}); set GREGNB_DATA to a "
                               f"writable folder") from None
     return path
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """How a message names ``path``: never an absolute path of this machine when a shorter, portable name exists.
+
+    Inside the data folder: ``data/models/x.pt`` (the checkout's ``data/``), ``$GREGNB_DATA/models/x.pt`` (when
+    ``GREGNB_DATA`` is set) or ``~/.cache/gregnb/...``; elsewhere in the checkout: relative to its root
+    (``notebooks/findings/03.json``); elsewhere under the home folder: ``~/...``; any other path unchanged.
+
+    >>> display_path(Path(__file__).resolve().parent / "config.py")
+    'gregnb/config.py'
+    """
+    path = Path(path).expanduser()
+    try:
+        path = path.resolve()
+    except OSError:
+        path = path.absolute()
+    data, name = _data_root()
+    checkout = [(_REPO, "")] if (_REPO / "pyproject.toml").exists() else []   # not an installed copy
+    for base, shown in ((data, name), *checkout, (Path.home(), "~")):
+        try:
+            rel = path.relative_to(base.expanduser().resolve())
+        except (ValueError, OSError):
+            continue
+        text = rel.as_posix()
+        if not shown:
+            return text or "."
+        return shown if text == "." else f"{shown}/{text}"
+    return str(path)
 
 
 def environment_report() -> dict[str, str]:
@@ -102,6 +138,6 @@ def environment_report() -> dict[str, str]:
         "matplotlib": matplotlib.__version__,
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
         "FAST mode": str(fast()),
-        "data folder": str(data_dir()),
+        "data folder": display_path(data_dir()),
     }
     return report

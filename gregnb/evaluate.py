@@ -12,14 +12,15 @@ from .inference import as_model_input, predict_logits
 from .metrics import ood_metrics
 from .scores import score_fn
 
-__all__ = ["predict_logits", "evaluate", "results_table", "as_model_input"]
+__all__ = ["predict_logits", "evaluate", "results_table", "summary", "as_model_input"]
 
 
 def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperature: float = 1.0,
              tpr: float = 0.95) -> dict:
     """Accuracy on ``data.test_x`` and, per OOD set, FPR95 / AUROC / AUPR-In / AUPR-Out (fractions).
 
-    Returns ``{"accuracy": float, "ood": {name: metrics}, "mean": metrics averaged over sets}``.
+    Returns ``{"accuracy": float, "ood": {name: metrics}, "mean": metrics averaged over sets}``; with no OOD
+    set (``data.ood`` empty) ``"ood"`` and ``"mean"`` are empty dicts.
     """
     fn = score_fn(score)
     tf = data.eval_transform
@@ -46,7 +47,7 @@ def results_table(results: dict[str, dict], metric_names=("fpr95", "auroc"), per
     scale = 100.0 if percent else 1.0
     for label, res in results.items():
         row = {}
-        for name, m in list(res["ood"].items()) + [("mean", res["mean"])]:
+        for name, m in list(res["ood"].items()) + ([("mean", res["mean"])] if res["mean"] else []):
             for k in metric_names:
                 row[(name, k)] = scale * m[k]
         row[("id", "accuracy")] = scale * res["accuracy"]
@@ -54,6 +55,24 @@ def results_table(results: dict[str, dict], metric_names=("fpr95", "auroc"), per
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
     return df
+
+
+def summary(res: dict, searched: dict | None = None) -> str:
+    """One line for a command line: the ID accuracy and the mean FPR95 / AUROC over the OOD sets of an
+    :func:`evaluate` result (in %), and which sets were looked for in vain and where (``searched``, from
+    :func:`gregnb.data.cifar.ood_search`); with no OOD set at all, the accuracy alone, saying so."""
+    line = f"accuracy {100 * res['accuracy']:.2f}%"
+    if res["mean"]:
+        line += (f"  mean FPR95 {100 * res['mean']['fpr95']:.2f}%  mean AUROC {100 * res['mean']['auroc']:.2f}% "
+                 f"over {len(res['ood'])} OOD set(s)")
+    missing = (searched or {}).get("missing") or {}
+    if missing:
+        looked = ", ".join(f"{name} ({path})" for name, path in missing.items())
+        line += (f"  [{'no OOD test set found' if not res['mean'] else 'not found'}: looked under "
+                 f"{searched['folder']} for {looked}]")
+    elif not res["mean"]:
+        line += "  [no OOD test set: accuracy only]"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,14 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     dataset, arch = args.dataset or meta.get("dataset"), args.arch or meta.get("arch")
     if not dataset or not arch:
         raise SystemExit(f"{args.ckpt} records no dataset/arch: pass --dataset and --arch")
-    data = load_dataset(dataset, root=args.data_root, seed=int(meta.get("seed", 0)))
+    data = load_dataset(dataset, root=args.data_root, seed=int(meta.get("seed", 0)), load_aux=False)
     model = build_model(arch, n_classes=data.n_classes, in_channels=int(meta.get("in_channels", DATASETS[dataset].in_channels)))
     load_model_state(model, state, args.ckpt)
     res = evaluate(model, data, score=args.score)
-    print(f"{'set':<14} {'FPR95':>7} {'AUROC':>7} {'AUPR-In':>8} {'AUPR-Out':>9}   (%, ID positive, score={args.score})")
-    for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
-        print(f"{name:<14} {100 * m['fpr95']:>7.2f} {100 * m['auroc']:>7.2f} {100 * m['aupr_in']:>8.2f} {100 * m['aupr_out']:>9.2f}")
-    print(f"ID accuracy: {100 * res['accuracy']:.2f}%")
+    if dataset != "digits":  # the paper's OOD sets are files: say which were found, and where the others go
+        from .data.cifar import ood_search
+
+        res["ood_search"] = ood_search(data.ood, args.data_root)
+    if res["ood"]:
+        print(f"{'set':<14} {'FPR95':>7} {'AUROC':>7} {'AUPR-In':>8} {'AUPR-Out':>9}   (%, ID positive, score={args.score})")
+        for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
+            print(f"{name:<14} {100 * m['fpr95']:>7.2f} {100 * m['auroc']:>7.2f} {100 * m['aupr_in']:>8.2f} "
+                  f"{100 * m['aupr_out']:>9.2f}")
+    print(summary(res, res.get("ood_search")))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

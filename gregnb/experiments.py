@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import cached_training
+from .cache import cached_training, cached_training_many
 from .config import seed_everything
 from .data.base import Benchmark
 from .evaluate import evaluate, predict_logits
@@ -23,13 +23,15 @@ from .lipschitz import certified_radius, global_lipschitz_bound, local_lipschitz
 from .losses import propose_margins
 from .metrics import threshold_at_tpr
 from .models import MLP, SmallCNN
+from .presets import CE_RECIPES, FINETUNE_RECIPES, SCRATCH_RECIPES  # the one source of the chapters' recipes
 from .sampling import kmeans, plan_selection
 from .scores import energy
-from .train import History, TrainConfig, fit
+from .train import History, TrainConfig, fit, fit_many
 from .train import main as train_main
 
-__all__ = ["default_model", "train_classifier", "over_seeds", "mean_std_table", "compare_scores", "compare_methods",
-           "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "radius_summary", "run_or_load"]
+__all__ = ["default_model", "train_classifier", "train_classifiers", "over_seeds", "mean_std_table", "compare_scores",
+           "compare_methods", "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "radius_summary",
+           "run_or_load"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -43,28 +45,53 @@ def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
     raise ValueError(f"no default model for inputs of shape {data.input_shape}; build one from gregnb.models")
 
 
-#: Training settings that work for each benchmark with method "ce" (epochs are scaled by the caller).
-CE_RECIPES = {"toy": dict(epochs=30, lr=5e-3, batch_size=64), "digits": dict(epochs=15, lr=3e-3, batch_size=64)}
-
-
 def train_classifier(data: Benchmark, seed: int = 0, method: str = "ce", *, cache: bool = True,
                      **overrides) -> tuple[nn.Module, History]:
     """Train :func:`default_model` on ``data`` with a sensible recipe; ``overrides`` change it.
     With ``cache``, an identical earlier run is loaded from ``data/models`` instead (see :mod:`gregnb.cache`)."""
+    model = default_model(data, seed)
+    return model, _train(model, data, method, _ce_recipe(data, seed, overrides), cache)
+
+
+def train_classifiers(data: Benchmark, seeds: Iterable[int], method: str = "ce", *, cache: bool = True,
+                      **overrides) -> list[tuple[nn.Module, History]]:
+    """:func:`train_classifier` for several seeds, trained together (:func:`gregnb.train.fit_many`); each model
+    equals the one :func:`train_classifier` gives for its seed (and shares its cache file)."""
+    seeds = list(seeds)
+    models = [default_model(data, s) for s in seeds]
+    recipes = [_ce_recipe(data, s, overrides) for s in seeds]
+    return list(zip(models, _train_many(models, data, [method] * len(seeds), recipes, cache, desc=f"{method} x seeds")))
+
+
+def _ce_recipe(data: Benchmark, seed: int, overrides: dict) -> dict:
     recipe = dict(CE_RECIPES["toy" if data.input_shape == (2,) else "digits"])
     recipe.update(progress=False, seed=seed)
     recipe.update(overrides)
-    model = default_model(data, seed)
-    return model, _train(model, data, method, recipe, cache)
+    return recipe
+
+
+def _settings(method: str, recipe: dict) -> dict:
+    """The cache key's settings: every setting, defaults filled in (a run spelled two ways is trained once)."""
+    full = dataclasses.asdict(TrainConfig(**recipe))
+    return {**{k: v for k, v in full.items() if k != "progress"}, "method": method}
 
 
 def _train(model: nn.Module, data: Benchmark, method: str, recipe: dict, cache: bool) -> History:
     if not cache:
         return fit(model, data, method, **recipe)
-    # every setting, defaults filled in: a run spelled two ways (a default given or left out) is trained once
-    full = dataclasses.asdict(TrainConfig(**recipe))
-    settings = {**{k: v for k, v in full.items() if k != "progress"}, "method": method}
-    return cached_training(model, data, settings, lambda m: fit(m, data, method, **recipe))
+    return cached_training(model, data, _settings(method, recipe), lambda m: fit(m, data, method, **recipe))
+
+
+def _train_many(models: list[nn.Module], data: Benchmark, methods: list[str], recipes: list[dict], cache: bool,
+                desc: str = "training") -> list[History]:
+    """Train ``models[i]`` with ``methods[i]`` and ``recipes[i]`` (as :func:`_train`), the uncached ones together
+    with :func:`gregnb.train.fit_many` under one progress bar (with the expected time)."""
+    configs = [{**r, "method": m} for m, r in zip(methods, recipes)]
+    train = lambda ms: fit_many(ms, data, [configs[idx[id(m)]] for m in ms], desc=desc)  # noqa: E731
+    idx = {id(m): i for i, m in enumerate(models)}
+    if not cache:
+        return train(models)
+    return cached_training_many(models, data, [_settings(m, r) for m, r in zip(methods, recipes)], train)
 
 
 def over_seeds(run: Callable[[int], Iterable[dict]], seeds: Iterable[int]):
@@ -121,8 +148,12 @@ def compare_scores(data: Benchmark, seeds: Iterable[int], scores=("msp", "max_lo
     Returns a long DataFrame: seed, score, ood (set name or "mean"), fpr95, auroc, aupr_in, aupr_out, accuracy.
     """
 
+    seeds = list(seeds)
+    with torch.random.fork_rng():
+        models = dict(zip(seeds, (m for m, _ in train_classifiers(data, seeds, **train_overrides))))
+
     def run(seed: int):
-        model, _ = train_classifier(data, seed, **train_overrides)
+        model = models[seed]
         for score in scores:
             res = evaluate(model, data, score=score, temperature=temperature)
             for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
@@ -130,14 +161,6 @@ def compare_scores(data: Benchmark, seeds: Iterable[int], scores=("msp", "max_lo
 
     with torch.random.fork_rng():
         return over_seeds(run, seeds)
-
-
-#: Fine-tuning settings for the outlier methods (from a "ce" model), per benchmark.
-FINETUNE_RECIPES = {"toy": dict(epochs=15, lr=2e-3, batch_size=64, aux_batch_size=128),
-                    "digits": dict(epochs=10, lr=1e-3, batch_size=64, aux_batch_size=128)}
-#: From-scratch settings for the outlier methods (``init="scratch"``).
-SCRATCH_RECIPES = {"toy": dict(epochs=40, lr=3e-3, batch_size=64, aux_batch_size=128),
-                   "digits": dict(epochs=15, lr=3e-3, batch_size=64, aux_batch_size=128)}
 
 
 def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[int], *, ce_epochs: int | None = None,
@@ -151,6 +174,10 @@ def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[i
     ``init="scratch"`` trains each method from a fresh :func:`default_model` instead (same seed);
     ``margins`` fixes ``(m_in, m_out)`` instead of proposing them from the "ce" model.
 
+    The seeds' "ce" models, then all fine-tunes, are trained together (:func:`gregnb.train.fit_many`: each equals
+    its single run to floating-point tolerance and is cached as one) under one progress bar with the expected
+    time; cached runs are loaded and only the missing ones train.
+
     Returns ``(df, extras)``: a long DataFrame with seed, method, ood (set or "mean"), the four metrics,
     accuracy, and the last epoch's grad norms; and a dict with the margins per seed, each run's
     history and (if ``keep_models``) each model, keyed by ``(label, seed)``.
@@ -162,9 +189,13 @@ def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[i
     kind = "toy" if data.input_shape == (2,) else "digits"
     recipes = FINETUNE_RECIPES if init == "ce" else SCRATCH_RECIPES
     rows, extras = [], {"margins": {}, "history": {}, "models": {}}
-    for seed in seeds:
-        with torch.random.fork_rng():
-            base, _ = train_classifier(data, seed, cache=cache, **({} if ce_epochs is None else {"epochs": ce_epochs}))
+    seeds = list(seeds)
+    with torch.random.fork_rng():
+        ce = {} if ce_epochs is None else {"epochs": ce_epochs}
+        bases = dict(zip(seeds, (m for m, _ in train_classifiers(data, seeds, cache=cache, **ce))))
+        runs, jobs = [], []  # (seed, label, model, score) in the table's order; (model, method, recipe, label, seed)
+        for seed in seeds:
+            base = bases[seed]
             m_in, m_out = margins if margins is not None else propose_margins(base, data.train_x, data.aux_x)
             extras["margins"][seed] = (m_in, m_out)
             for label, kwargs in methods.items():
@@ -179,13 +210,18 @@ def compare_methods(data: Benchmark, methods: dict[str, dict], seeds: Iterable[i
                     recipe.update(kwargs)
                     if method in ("ce", "oe"):
                         recipe.pop("m_in"), recipe.pop("m_out")
-                    hist = _train(model, data, method, recipe, cache)
-                    extras["history"][(label, seed)] = hist
-                if keep_models:
-                    extras["models"][(label, seed)] = model
-                res = evaluate(model, data, score=entry_score)
-                for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
-                    rows.append({"seed": seed, "method": label, "ood": name, **m, "accuracy": res["accuracy"]})
+                    jobs.append((model, method, recipe, label, seed))
+                runs.append((seed, label, model, entry_score))
+        if jobs:
+            hists = _train_many([j[0] for j in jobs], data, [j[1] for j in jobs], [j[2] for j in jobs], cache,
+                                desc=f"{len(methods)} methods x {len(seeds)} seeds")
+            extras["history"].update({(j[3], j[4]): h for j, h in zip(jobs, hists)})
+        for seed, label, model, entry_score in runs:
+            if keep_models:
+                extras["models"][(label, seed)] = model
+            res = evaluate(model, data, score=entry_score)
+            for name, m in [*res["ood"].items(), ("mean", res["mean"])]:
+                rows.append({"seed": seed, "method": label, "ood": name, **m, "accuracy": res["accuracy"]})
     return pd.DataFrame(rows), extras
 
 

@@ -24,7 +24,7 @@ from .inference import predict_logits
 from .scores import energy
 
 __all__ = ["energy_margin_loss", "oe_loss", "greg_penalty", "greg_objective", "propose_margins", "CONVENTIONS",
-           "GREG_CIFAR_MARGINS", "ENERGY_CIFAR10_MARGINS", "ENERGY_CIFAR100_MARGINS", "CIFAR_MARGINS"]
+           "GREG_CIFAR_MARGINS", "ENERGY_CIFAR10_MARGINS", "ENERGY_CIFAR100_MARGINS"]
 
 CONVENTIONS = ("paper", "reference")
 #: GReg's margins ``(m_in, m_out)`` on CIFAR: the defaults of the authors' code (github.com/o4lc/Greg-OOD), T = 1.
@@ -32,8 +32,6 @@ GREG_CIFAR_MARGINS = (-25.0, -7.0)
 #: The energy paper's margins on CIFAR-10 and CIFAR-100 (Liu et al. 2020, its run script), T = 1.
 ENERGY_CIFAR10_MARGINS = (-23.0, -5.0)
 ENERGY_CIFAR100_MARGINS = (-27.0, -5.0)
-#: The old name of :data:`GREG_CIFAR_MARGINS` (GReg's margins), kept so existing code keeps working.
-CIFAR_MARGINS = GREG_CIFAR_MARGINS
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
@@ -100,15 +98,19 @@ def greg_penalty(inputs: torch.Tensor, energies: torch.Tensor, n_id: int, m_in: 
             or outlier with ``E >= m_out``.
         convention: ``"paper"`` (E6): ``mean_ID mask*||g|| + mean_OOD mask*||g||``, where ``g`` is
             each row's gradient of the masked SUM of energies (without coupling between rows,
-            ``g_i = mask_i * grad_x E_i``). ``"reference"``: the authors' code exactly (github.com/o4lc/Greg-OOD):
-            the row gradients of ``-mean_ID relu(m_in - E) + mean_OOD relu(E - m_out)``, whose norms
-            are averaged over all N rows, so its weight acts like lambda/N; its masks are strict.
+            ``g_i = mask_i * grad_x E_i``). ``"reference"``: the computation of the authors' code
+            (github.com/o4lc/Greg-OOD): the row gradients of ``-mean_ID relu(m_in - E) + mean_OOD relu(E - m_out)``,
+            whose norms are averaged over all N rows; its masks are strict. That scalar weights ID rows by
+            1/n_id and outlier rows by 1/n_ood *before* differentiating, so "reference" = "paper" / N exactly
+            when no BatchNorm couples the rows (no BN, or eval mode) or when n_id = n_ood (the authors' GReg
+            batch, 64 + 64); with BatchNorm in train mode and n_id != n_ood (two-way GReg+, 64 + 128) the
+            ratio is close to N but not equal (chapter 03 measures it).
         penalize: ``"correct"`` (the method) or ``"all"`` (the ablation: penalise every row).
         return_norms: also return the ``(N,)`` per-row gradient norms (detached).
 
     One ``torch.autograd.grad(..., create_graph=True)`` on the existing graph; no second forward.
-    With BatchNorm in train mode, rows are coupled through the batch statistics, and ``g`` then
-    includes the other rows' influence, exactly as the authors' code computes it.
+    With BatchNorm in train mode, rows are coupled through the batch statistics, and each row's gradient
+    then includes the other rows' influence (under "reference" exactly as the authors' code computes it).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")

@@ -10,8 +10,13 @@ model's energies, :func:`gregnb.losses.propose_margins`).
 (``convention="paper"``); the authors' code differentiates the batch-*mean* hinge loss, so each row's
 gradient, and the penalty, is 1/N of that (``convention="reference"``, N = ID + OOD rows). The numbers
 the paper reports come from the code, so ``greg-finetune`` and ``gregplus-scratch`` use the reference
-weighting with lambda_grad = 1; ``greg-finetune-eq`` is the paper's equation as written (about N = 192
-times stronger at batch 64 + 128).
+weighting with lambda_grad = 1 (the *authors' weighting*, their setting); ``greg-finetune-eq`` is the
+paper's equation with lambda_grad = 1, about N times stronger.
+
+**The batch per recipe, as in the authors' ``train_sea.py``.** GReg without clustering (``--noCluster``)
+trains on ``size_factor_sampled_ood`` (default 1) x the batch: 64 ID + 64 outliers, N = 128, so their
+weighting is the paper's equation at lambda_grad = 1/128. Two-way GReg+ picks two outliers per cluster:
+64 ID + 128 outliers, N = 192 (1/192). :data:`AUTHORS_BATCH` lists (ID, outlier) rows per CIFAR preset.
 
 The GReg fine-tune's learning rate is not stated in the paper; we use the energy fine-tune's 0.001.
 """
@@ -19,9 +24,20 @@ from __future__ import annotations
 
 from .losses import GREG_CIFAR_MARGINS
 
-__all__ = ["PRESETS", "get_preset"]
+__all__ = ["AUTHORS_BATCH", "PRESETS", "get_preset", "CE_RECIPES", "FINETUNE_RECIPES", "SCRATCH_RECIPES"]
 
 _SGD = dict(optimizer="sgd", momentum=0.9)
+
+# The chapters' CPU recipes per benchmark ("toy": the 2-D sets, "digits"), the one source of the digits-*
+# presets below and of gregnb.experiments (train_classifier, compare_methods) and gregnb.certify.study.
+#: a "ce" classifier from scratch (the chapters scale the epochs in FAST mode)
+CE_RECIPES = {"toy": dict(epochs=30, lr=5e-3, batch_size=64), "digits": dict(epochs=15, lr=3e-3, batch_size=64)}
+#: the outlier methods fine-tuning a "ce" model (aux_batch_size: the OOD batch, 2x the ID batch; greg+'s picks)
+FINETUNE_RECIPES = {"toy": dict(epochs=15, lr=2e-3, batch_size=64, aux_batch_size=128),
+                    "digits": dict(epochs=10, lr=1e-3, batch_size=64, aux_batch_size=128)}
+#: the outlier methods from scratch
+SCRATCH_RECIPES = {"toy": dict(epochs=40, lr=3e-3, batch_size=64, aux_batch_size=128),
+                   "digits": dict(epochs=15, lr=3e-3, batch_size=64, aux_batch_size=128)}
 
 PRESETS: dict[str, dict] = {
     # cross-entropy baselines (the pretrained models the fine-tunes start from)
@@ -31,28 +47,35 @@ PRESETS: dict[str, dict] = {
     # script's (gregnb.data.cifar.DEFAULT_MARGINS: -23 / -5 on CIFAR-10), not GReg's -25 / -7
     "energy-finetune": dict(method="energy", epochs=10, lr=1e-3, weight_decay=5e-4, batch_size=128,
                             aux_batch_size=256, lambda_s=0.1, schedule="cosine", margins="dataset", **_SGD),
-    # GReg: fine-tune 20 epochs, SGD momentum 0.9, wd 1e-4, cosine; lambda_S 0.1, batch 64 (+128 outliers);
-    # lambda_grad 1 in the authors' code's weighting: the setting behind the paper's reported numbers
-    "greg-finetune": dict(method="greg", epochs=20, lr=1e-3, weight_decay=1e-4, batch_size=64, aux_batch_size=128,
+    # GReg: fine-tune 20 epochs, SGD momentum 0.9, wd 1e-4, cosine; lambda_S 0.1, batch 64 + 64 outliers
+    # (train_sea.py --noCluster: size_factor_sampled_ood 1 x the batch); lambda_grad 1 in the authors'
+    # code's weighting = the paper's equation at 1/128: the authors' setting, behind the paper's numbers
+    "greg-finetune": dict(method="greg", epochs=20, lr=1e-3, weight_decay=1e-4, batch_size=64, aux_batch_size=64,
                           lambda_s=0.1, lambda_grad=1.0, convention="reference", schedule="cosine",
                           margins=GREG_CIFAR_MARGINS, **_SGD),
-    # the same with the paper's equation as written (convention "paper"): ~192x the reference weight here
-    "greg-finetune-eq": dict(method="greg", epochs=20, lr=1e-3, weight_decay=1e-4, batch_size=64, aux_batch_size=128,
+    # the same batch with the paper's equation, lambda_grad 1 (convention "paper"): 128x the authors' weight
+    "greg-finetune-eq": dict(method="greg", epochs=20, lr=1e-3, weight_decay=1e-4, batch_size=64, aux_batch_size=64,
                              lambda_s=0.1, lambda_grad=1.0, convention="paper", schedule="cosine",
                              margins=GREG_CIFAR_MARGINS, **_SGD),
     # GReg+: from scratch, 50 epochs at lr 0.1 then 10 at 0.01; 6x the batch scored as candidates, k = batch,
-    # two-way (the OOD batch = the 2x batch picks); the authors' code's weighting
+    # two-way (the OOD batch = the 2x batch picks: 64 + 128); the authors' code's weighting (= 1/192 in the
+    # paper's equation)
     "gregplus-scratch": dict(method="greg+", epochs=60, lr=0.1, weight_decay=5e-4, batch_size=64,
                              schedule="multistep", milestones=(50,), gamma=0.1, lambda_s=0.1, lambda_grad=1.0,
                              convention="reference", candidate_factor=6, two_way=True, margins=GREG_CIFAR_MARGINS, **_SGD),
-    # the CPU recipes the chapters use on the digits benchmark
-    "digits-ce": dict(method="ce", epochs=15, lr=3e-3, batch_size=64),
-    "digits-energy": dict(method="energy", epochs=10, lr=1e-3, batch_size=64, aux_batch_size=128, margins="propose"),
+    # the CPU recipes the chapters use on the digits benchmark (CE_RECIPES, FINETUNE_RECIPES above)
+    "digits-ce": dict(method="ce", **CE_RECIPES["digits"]),
+    "digits-energy": dict(method="energy", **FINETUNE_RECIPES["digits"], margins="propose"),
     # lambda_grad 0.3 (paper convention): the weight chapter 03 selects on the digits validation OOD set
-    "digits-greg": dict(method="greg", epochs=10, lr=1e-3, batch_size=64, aux_batch_size=128, lambda_grad=0.3,
-                        margins="propose"),
-    "digits-gregplus": dict(method="greg+", epochs=10, lr=1e-3, batch_size=64, lambda_grad=0.3, margins="propose"),
+    "digits-greg": dict(method="greg", **FINETUNE_RECIPES["digits"], lambda_grad=0.3, margins="propose"),
+    "digits-gregplus": dict(method="greg+", **FINETUNE_RECIPES["digits"], lambda_grad=0.3, margins="propose"),
 }
+
+
+#: (ID rows, outlier rows) per step of the CIFAR GReg presets, as the authors' train_sea.py runs them:
+#: GReg 64 + 64 (no clustering, size_factor_sampled_ood = 1), two-way GReg+ 64 + 128.
+AUTHORS_BATCH: dict[str, tuple[int, int]] = {"greg-finetune": (64, 64), "greg-finetune-eq": (64, 64),
+                                             "gregplus-scratch": (64, 128)}
 
 
 def get_preset(name: str) -> dict:

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["kmeans", "energy_cluster_sample", "random_sample", "greedy_sample", "dos_sample", "SAMPLERS",
-           "get_sampler", "SelectionPlan", "plan_selection", "DOS_DROP_FRACTION", "ROLES"]
+           "get_sampler", "SelectionPlan", "plan_selection", "DOS_DROP_FRACTION", "ROLES", "CANDIDATE_FACTOR"]
 
 #: What each pick of :func:`energy_cluster_sample` is, with ``return_roles=True``: 0 = a cluster's lowest
 #: energy (hard), 1 = a cluster's highest energy (already detected, two-way), 2 = a random fill.
 ROLES = ("hard", "detected", "fill")
+#: GReg+'s candidates per ID sample: a step scores ``CANDIDATE_FACTOR`` x the ID batch B (6 in the paper), and by
+#: default clusters them into k = B clusters (:func:`_default_clusters`)
+CANDIDATE_FACTOR = 6
 
 
 def _check(features: torch.Tensor, energies: torch.Tensor) -> None:
@@ -144,7 +147,7 @@ def energy_cluster_sample(features: torch.Tensor, energies: torch.Tensor, n_per_
     1. keep the candidates inside ``window`` (positions [start, end) in order of increasing energy;
        None keeps all, as GReg+ does);
     2. normalise each feature row to unit L2 norm; k-means into ``n_clusters`` clusters
-       (default: N // 6, i.e. the ID batch when the candidates are 6x the batch, as in the paper);
+       (default: the ID batch B = N // :data:`CANDIDATE_FACTOR`, as in the paper; at most the kept candidates);
     3. from each cluster take its ``n_per_cluster`` lowest-energy members (hard outliers, for the
        energy loss) and, if ``two_way``, its ``n_per_cluster`` highest-energy members (already
        detected, for the gradient term);
@@ -159,7 +162,7 @@ def energy_cluster_sample(features: torch.Tensor, energies: torch.Tensor, n_per_
     keep = _window(energies, window)
     n = len(keep)
     if n_clusters is None:
-        n_clusters = max(1, n // 6)
+        n_clusters = _default_clusters(max(1, len(energies) // CANDIDATE_FACTOR), n)
     n_clusters = _check_count("n_clusters", n_clusters, 1, n, "the number of kept candidates")
     n_per_cluster = _check_count("n_per_cluster", n_per_cluster, 1, n, "the number of kept candidates")
     ways = 2 if two_way else 1
@@ -235,6 +238,11 @@ def _dos_window(n_candidates: int) -> tuple[int, int]:
     return (int(round(DOS_DROP_FRACTION * n_candidates)), n_candidates)
 
 
+def _default_clusters(batch_size: int, n_kept: int) -> int:
+    """k when none is given (energy-cluster sampling): the ID batch B, as in the paper, at most the kept candidates."""
+    return min(batch_size, n_kept)
+
+
 def _check_count(name: str, value, low: int, high: int, what: str) -> int:
     """``value`` must be an integer (Python or NumPy) in [low, high]; returns it as an int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -298,7 +306,7 @@ class SelectionPlan:
 
 def plan_selection(sampler: str = "energy_cluster", batch_size: int = 64, *, two_way: bool = True,
                    n_clusters: int | None = None, window: tuple[int, int] | None = None,
-                   candidate_factor: int = 6, n_picks: int | None = None,
+                   candidate_factor: int = CANDIDATE_FACTOR, n_picks: int | None = None,
                    n_candidates: int | None = None) -> SelectionPlan:
     """The one rule for GReg+'s candidate batch and OOD batch, with the authors' defaults.
 
@@ -342,7 +350,7 @@ def plan_selection(sampler: str = "energy_cluster", batch_size: int = 64, *, two
     if n_picks > kept:
         raise ValueError(f"{n_picks} picks do not fit in the {kept} candidates the window {window} keeps")
     if cluster:
-        k = min(batch_size, kept) if n_clusters is None else n_clusters
+        k = _default_clusters(batch_size, kept) if n_clusters is None else n_clusters
         k = _check_count("n_clusters", k, 1, kept, "the candidates the window keeps")
         per = max(1, n_picks // (ways * k))
         plan.update(n_clusters=k, n_per_cluster=per)

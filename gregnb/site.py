@@ -11,6 +11,12 @@ The pages need no network: equations are typeset by a local copy of MathJax 2 (f
 ``jupyter-server-mathjax`` package, copied into ``<out>/mathjax/``), and the CDN scripts of
 nbconvert's template (require.js, MathJax) are left out. ``--only`` builds some notebooks;
 ``--no-execute`` renders them as stored (no outputs: a quick proof-read of text and equations).
+
+A page must read as a student should see it: the build fails (:class:`SiteOutputError`, after writing every
+page) when an output shows an absolute path of the building machine (its home folder, the checkout, the
+temporary folder, the data folder) or the repr of a bookkeeping or plotting object (``Claim(...)``,
+``Text(...)``, ``<matplotlib...>``), naming the notebook and the cell. :func:`output_problems` is the check.
+The index says the mode it was built in, with the date and the commit.
 """
 from __future__ import annotations
 
@@ -18,14 +24,18 @@ import argparse
 import html
 import importlib.util
 import os
+import re
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 
-__all__ = ["build_site", "main"]
+__all__ = ["build_site", "output_problems", "machine_paths", "SiteOutputError", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -82,6 +92,74 @@ def copy_mathjax(out: Path) -> Path:
     return dest
 
 
+#: a cell's last expression left to display itself: a findings claim, a matplotlib return value (end the line with ``;``)
+REPR = re.compile(r"(?<![\w.])(?:Claim|Text)\(|<matplotlib[.\s]")
+#: the output kinds a reader sees as text (pictures are base64: not searched)
+TEXT_MIME = ("text/plain", "text/html", "text/markdown", "text/latex")
+
+
+class SiteOutputError(RuntimeError):
+    """Rendered outputs show what a reader should not see (machine paths, object reprs); lists each place."""
+
+
+def machine_paths() -> dict[str, str]:
+    """``{absolute path: what it is}`` for the paths of the building machine that no page may show: the home
+    folder, the checkout, the temporary folder and the data folder (as given and resolved)."""
+    from .config import _data_root
+
+    found = {}
+    for what, path in (("the data folder", _data_root()[0]), ("the checkout", ROOT),
+                       ("the temporary folder", Path(tempfile.gettempdir())), ("the home folder", Path.home())):
+        for variant in {str(path), str(path.expanduser().resolve())}:
+            if len(variant.strip("/\\")) > 1:   # never flag "/" itself
+                found.setdefault(variant.rstrip("/\\"), what)
+    return found
+
+
+def _texts(output) -> list[str]:
+    if output.get("output_type") == "stream":
+        return [output.get("text", "")]
+    if output.get("output_type") == "error":
+        return ["\n".join(output.get("traceback", [])), output.get("evalue", "")]
+    data = output.get("data", {})
+    return [v if isinstance(v, str) else "".join(v) for k, v in data.items() if k in TEXT_MIME]
+
+
+def output_problems(nb, name: str, paths: dict[str, str] | None = None) -> list[str]:
+    """Every output of ``nb`` a reader should not see, one line each, naming ``name`` and the code cell (counted
+    from 1, as a reader counts them): an absolute path of this machine (``paths``, default :func:`machine_paths`)
+    or a ``Claim(`` / ``Text(`` / ``<matplotlib`` repr."""
+    paths = machine_paths() if paths is None else paths
+    end = r"""(?=[/\\\s'"),:;<]|$)"""   # a path ends at a separator, a space, a quote or punctuation
+    pattern = re.compile("|".join(re.escape(p) + end for p in sorted(paths, key=len, reverse=True)) or r"(?!x)x", re.M)
+    problems = []
+    code_cells = [c for c in nb.cells if c.get("cell_type") == "code"]
+    for i, cell in enumerate(code_cells, 1):
+        first = cell.get("source", "").strip().splitlines()[:1]
+        where = f"{name}, code cell {i} ({first[0][:60] if first else 'empty'!r})"
+        for text in (t for out in cell.get("outputs", []) for t in _texts(out)):
+            for m in pattern.finditer(text):
+                problems.append(f"{where}: shows {paths[m.group(0)]} as an absolute path: "
+                                f"{text[max(0, m.start() - 30):m.end() + 30].strip()!r}")
+            for m in REPR.finditer(text):
+                problems.append(f"{where}: shows a repr, {text[m.start():m.start() + 50].splitlines()[0]!r} (end the "
+                                f"cell's last line with ';', or make the call return None)")
+    return problems
+
+
+def _provenance() -> str:
+    """"2026-11-28 14:05 UTC, commit 1234abcd56" (with uncommitted changes, when there are)."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "--short=10", "HEAD") or "unknown (not a git checkout)"
+    dirty = " with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}{dirty}"
+
+
 def _strip_widget_views(nb) -> None:
     """Drop live-widget views (they need a kernel); the PNG next to them stays."""
     for cell in nb.cells:
@@ -104,11 +182,14 @@ def _title(nb, fallback: str) -> str:
 
 
 def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True, timeout: int = 1800,
-               only: Sequence[str] | None = None, execute: bool = True) -> list[Path]:
+               only: Sequence[str] | None = None, execute: bool = True, executed=None) -> list[Path]:
     """Execute and render the chapters into ``out``; returns the HTML pages written (index first).
 
     ``only``: notebook names (with or without ``.ipynb``) to build instead of all of them.
     ``execute=False`` renders the notebooks as stored, without running them.
+    ``executed``: a callable ``path -> notebook node`` that returns a copy of that notebook already executed in the
+    build's mode, rendered instead of running it again (the test suite executes each chapter once for its notebook
+    test and this build); None for a notebook it does not hold.
     """
     import nbformat  # the notebook stack (test extra): only building the site needs it
 
@@ -131,15 +212,18 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
     os.environ["GREGNB_FAST"] = "1" if fast else "0"
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # kernels draw figures inline
     exporter = HTMLExporter(template_name="lab", raw_template=_TEMPLATE, mathjax_url=MATHJAX_URL)
-    pages, entries = [], []
+    pages, entries, problems, paths = [], [], [], machine_paths()
     try:
         for path in notebooks:
             t0 = time.perf_counter()
-            nb = nbformat.read(path, as_version=4)
-            if execute:
-                NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                               resources={"metadata": {"path": str(path.parent)}}).execute()
+            nb = executed(path) if executed is not None else None
+            if nb is None:
+                nb = nbformat.read(path, as_version=4)
+                if execute:
+                    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                   resources={"metadata": {"path": str(path.parent)}}).execute()
             _strip_widget_views(nb)
+            problems += output_problems(nb, path.name, paths)
             body, _ = exporter.from_notebook_node(nb)
             page = out / (path.stem + ".html")
             page.write_text(body, encoding="utf-8")
@@ -153,19 +237,24 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
             else:
                 os.environ[key] = value
     items = "\n".join(f'<li><a href="{name}">{html.escape(title)}</a></li>' for name, title, _ in entries)
-    mode = "FAST mode (small settings: numbers are smoke tests)" if fast else "normal mode"
+    mode = ("executed in <b>FAST mode</b> (small settings: fewer seeds and epochs; its numbers are smoke tests, not "
+            "results)" if fast else "executed in <b>normal mode</b> (the settings behind the committed findings records)")
     if not execute:
-        mode = "no mode: the notebooks were not run (no outputs)"
+        mode = "not executed (the notebooks as stored, without outputs)"
+    built = html.escape(_provenance())
     index = out / "index.html"
     index.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>gregnb</title></head>
 <body style="font-family: sans-serif; max-width: 50em; margin: 2em auto">
 <h1>gregnb: seeing why OOD detectors work</h1>
-<p>A static rendering of the collection, executed in {mode}. Widgets show the figure they drew when the
-page was built; run the notebooks in JupyterLab to use them.</p>
+<p class="gregnb-build">A static rendering of the collection, {mode}, built {built}.</p>
+<p>Widgets show the figure they drew when the page was built; run the notebooks in JupyterLab to use them.</p>
 <ol>{items}</ol>
 <p style="font-size: small">Equations are typeset by a local copy of MathJax (in <code>{MATHJAX_DIR}/</code>, with its
 licence): the pages need no network.</p></body></html>
 """, encoding="utf-8")
+    if problems:
+        raise SiteOutputError(f"{len(problems)} output(s) show what a reader should not see (pages written to "
+                              f"{out}):\n" + "\n".join(f"- {p}" for p in problems))
     return [index, *pages]
 
 
@@ -178,8 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="build only these notebooks (e.g. 03_gradient_regularization)")
     ap.add_argument("--no-execute", action="store_true", help="render the notebooks as stored, without running them")
     args = ap.parse_args(argv)
-    pages = build_site(args.out, fast=args.fast, homework=not args.no_homework, only=args.only,
-                       execute=not args.no_execute)
+    try:
+        pages = build_site(args.out, fast=args.fast, homework=not args.no_homework, only=args.only,
+                           execute=not args.no_execute)
+    except SiteOutputError as err:
+        print(f"site build FAILED: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {len(pages)} pages; open {pages[0]}")
     return 0
 

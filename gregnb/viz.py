@@ -373,3 +373,24 @@ def sandwich_plot(radii: Mapping[str, object], ax=None, *, order_by: str = "crow
 
 
 __all__ += ["RADIUS_STYLES", "radius_circles", "sandwich_plot"]
+
+
+def plot_bands(df, ax=None, *, value: str = "fpr95", methods=None):
+    """``value`` (%) per band of distance to the pool (:func:`gregnb.coverage.coverage_bands`'s DataFrame):
+    one line per method, the mean over seeds with a ± std band; band 1 is the nearest quarter of the outliers."""
+    if ax is None:
+        ax = plt.subplots(figsize=(5.5, 3.4))[1]
+    stats = df.groupby(["method", "band"])[value].agg(["mean", "std", "count"]).fillna(0.0)
+    for i, m in enumerate(methods or list(dict.fromkeys(df["method"]))):
+        s = stats.loc[m]
+        ax.plot(s.index, 100 * s["mean"], "o-", color=f"C{i}", label=f"{m} ({int(s['count'].max())} seeds)")
+        ax.fill_between(s.index, 100 * (s["mean"] - s["std"]), 100 * (s["mean"] + s["std"]), color=f"C{i}", alpha=0.15)
+    bands = sorted(df["band"].unique())
+    ax.set_xticks(bands, [f"{b}\n{'nearest' if b == bands[0] else 'farthest' if b == bands[-1] else ''}" for b in bands])
+    ax.set_xlabel("band of distance to the nearest pool image")
+    ax.set_ylabel(f"{value.upper() if value == 'fpr95' else value} (%)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+__all__ += ["plot_bands"]

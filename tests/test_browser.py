@@ -64,7 +64,7 @@ def lab(tmp_path_factory):
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, GREGNB_FAST="1", GREGNB_DATA=str(ROOT / "data"))
+    env = dict(os.environ, GREGNB_FAST="1")  # the session's temporary GREGNB_DATA (tests/conftest.py)
     log = open(work / "lab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",

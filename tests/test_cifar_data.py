@@ -1,41 +1,12 @@
 """Paper-scale loaders on tiny files written in the real formats (nothing downloads)."""
-import pickle
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from cifar_files import write_cifar10, write_folder
 from scipy.io import savemat
 
 from gregnb.data.cifar import (CIFAR_MEAN, CIFAR_STD, gpu_augment, load_aux_pool, load_cifar, load_cifar_benchmark,
                                load_image_folder, load_ood_sets, load_svhn, normalize)
-
-
-def write_cifar10(root, n_per_batch=4, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    images = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)  # rows: R plane, G plane, B plane
-        labels = rng.integers(0, 10, n_per_batch).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": labels}, f)
-        images[name] = (data, labels)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
-    return images
-
-
-def write_folder(path, n, size=(40, 48), seed=0, ext="png"):
-    rng = np.random.default_rng(seed)
-    (path / "class_a").mkdir(parents=True)
-    arrays = []
-    for i in range(n):
-        a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(a).save(path / "class_a" / f"img{i}.{ext}")
-        arrays.append(a)
-    return arrays
 
 
 def test_cifar_pickles_load_with_torchvision_parsing(tmp_path):

@@ -121,3 +121,55 @@ def test_files_that_use_labels_point_to_the_method_page():
     lonely = [str(p.relative_to(ROOT)) for p in cited_files()
               if labels_in(text_of(p)) and "docs/method.md" not in text_of(p)]
     assert not lonely, f"these files use equation labels without saying they refer to docs/method.md: {lonely}"
+
+
+# ---- statements the collection corrected (issue 23): a wrong sentence coming back fails here -------------------
+def _teaching_text() -> str:
+    files = cited_files() + [DOC]
+    return "\n".join(text_of(p) for p in files)
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+|\n\s*\n|\n\s*[-*]\s+|\n\d+\.\s+", re.sub(r"[ \t]*\n[ \t]*", "\n", text))]
+
+
+def test_1_192_is_said_only_of_two_way_gregplus():
+    """The authors' GReg trains 64 ID + 64 outliers (train_sea.py without clustering: size_factor_sampled_ood = 1),
+    so their weighting is the paper's equation at 1/128; only two-way GReg+ (64 + 128) gives 1/192."""
+    bad = [s.strip()[:160] for s in _sentences(_teaching_text())
+           if re.search(r"1\s*/\s*192|192\s*(?:×|x\b|times)", s) and not re.search(r"GReg\+|two-way", s)]
+    assert not bad, f"1/192 (or 192x) said of something other than two-way GReg+: {bad}"
+
+
+@pytest.mark.parametrize("phrase", [
+    r"the paper's λ∇\s*=\s*1",                       # λ∇ = 1 in the paper's equation is not the authors' setting
+    r"matches the (?:authors' )?code exactly",        # with BatchNorm the code weights rows by 1/n_id and 1/n_ood
+    r"global\s*(?:≤|<=)\s*IBP\s*(?:≤|<=)\s*CROWN",    # chapter 06 measures IBP below the global bound
+    r"no (?:score|logit-based score)[^.]*rejects far",  # shown only for the MSP; energy and max logit depend on direction
+    r"letter-like strokes",                           # an unmeasured cause
+    r"mostly (?:for OOD points )?near the auxiliary",  # chapter 03 finds the toy gain where the pool never reached
+    r"certified-radius theorem",                      # the paper's wording is not quoted; (E8) is our derivation
+])
+def test_corrected_statements_do_not_come_back(phrase):
+    hits = [m.group(0) for m in re.finditer(phrase, _teaching_text(), flags=re.I)]
+    assert not hits, f"a corrected statement is back: {hits}"
+
+
+def test_the_scanner_would_catch_a_planted_1_192():
+    assert [s for s in _sentences("GReg trains at 1/192 in the paper's convention. Two-way GReg+ is 1/192.")
+            if re.search(r"1\s*/\s*192", s) and not re.search(r"GReg\+|two-way", s)]
+
+
+def test_hw2_model_answer_does_not_call_a_small_gradient_a_guarantee():
+    answer = text_of(ROOT / "notebooks" / "homework" / "source" / "hw2_greg_penalty.ipynb")
+    assert "not a guarantee" in answer and "the correct decision holds in a neighbourhood" not in answer
+
+
+def test_presets_state_the_authors_batch():
+    from gregnb.presets import AUTHORS_BATCH, get_preset
+
+    assert AUTHORS_BATCH == {"greg-finetune": (64, 64), "greg-finetune-eq": (64, 64), "gregplus-scratch": (64, 128)}
+    for name, (n_id, n_ood) in AUTHORS_BATCH.items():
+        p = get_preset(name)
+        assert p["batch_size"] == n_id
+        assert (p.get("aux_batch_size") or (2 if p.get("two_way") else 1) * p["batch_size"]) == n_ood, name

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from gregnb.experiments import paired_verdict
-from gregnb.findings import Findings, Number, compare, load_record, summarize, verdict_from_wins, write_record
+from gregnb.findings import (Findings, Number, compare, load_record, sign_test_p, summarize, verdict_from_wins,
+                             write_record)
 from gregnb.findings.render import FindingsView
 from gregnb.findings.run import chapter_notebooks
 
@@ -54,15 +55,38 @@ def test_verdicts_from_wins():
         verdict_from_wins(6, 5)
 
 
+@pytest.mark.parametrize("wins, seeds", [(5, 5), (3, 3), (4, 5), (0, 5), (2, 3), (7, 10), (1, 1)])
+def test_sign_test_p_is_scipys_exact_binomial_test(wins, seeds):
+    from scipy.stats import binomtest
+
+    p = sign_test_p(wins, seeds)
+    assert float(p) == pytest.approx(binomtest(wins, seeds, 0.5, alternative="greater").pvalue, rel=1e-12)
+    assert sign_test_p(5, 5) == sign_test_p(5, 5).__class__(1, 32) and float(sign_test_p(3, 3)) == 0.125
+    for bad in ((6, 5), (-1, 3), (1, 0), (1.5, 3)):
+        with pytest.raises(ValueError):
+            sign_test_p(*bad)
+
+
+def test_the_findings_table_shows_each_paired_verdicts_p_value():
+    view = FindingsView(_record("holds", wins=3, seeds=3), None)
+    assert "holds (3/3 seeds; sign test p = 1/8 ≈ 0.125)" in repr(view)
+    assert "sign test" in view._repr_html_()
+    check = Findings("99", fast=False)
+    check.add_check("a-check", "A check.", True)
+    assert "sign test p" not in repr(FindingsView(check.to_dict(), None))   # a yes/no check has no p
+
+
 def test_add_paired_takes_paired_verdict_numbers():
     df = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "method": ["a", "b"] * 3, "ood": "mean",
                        "fpr95": [0.10, 0.20, 0.15, 0.12, 0.05, 0.30]})
     f = Findings("99", fast=False)
-    claim = f.add_paired("a-beats-b", "Row a has a lower mean FPR95 than row b.", paired_verdict(df, "a", "b"))
+    assert f.add_paired("a-beats-b", "Row a has a lower mean FPR95 than row b.", paired_verdict(df, "a", "b")) is None
+    claim = f.claims["a-beats-b"]   # add* return None: a call left last in a cell shows no Claim(...) repr
     assert (claim.verdict, claim.wins, claim.seeds) == ("mixed", 2, 3)   # seed 1: a is worse
     assert claim.numbers["a"].mean == pytest.approx(100 * np.mean([0.10, 0.15, 0.05]))
     assert claim.numbers["b"].std == pytest.approx(100 * np.std([0.20, 0.12, 0.30], ddof=1))
-    wide = f.add_paired("a-beats-b-wide", "The same, with a tolerance.", paired_verdict(df, "a", "b"), tol=20.0)
+    f.add_paired("a-beats-b-wide", "The same, with a tolerance.", paired_verdict(df, "a", "b"), tol=20.0)
+    wide = f.claims["a-beats-b-wide"]
     assert wide.numbers["a"].band() == pytest.approx((wide.numbers["a"].mean - 20.0, wide.numbers["a"].mean + 20.0))
 
 
@@ -202,7 +226,7 @@ GIVEN = {
     "03": {"0.005": "1/192: the reference weighting's effective weight, arithmetic"},
     "04": {},
     "05": {"0.001": "the energy-finetune preset's learning rate", "0.1": "λ_S, and the scratch recipe's learning rate",
-           "0.01": "the scratch recipe's learning rate after epoch 50", "192×": "N = 64 + 128 rows: paper vs reference",
+           "0.01": "the scratch recipe's learning rate after epoch 50", "128×": "N = 64 + 64 rows (the authors' GReg batch): paper's equation vs authors' weighting",
            "6×": "GReg+ candidates per ID batch", "2×": "GReg+ picks per ID batch", "0.9": "the 300K pool's size in GB"},
     "06": {},
 }
@@ -252,3 +276,51 @@ def test_chapter_prose_states_no_number_its_record_does_not_hold(path):
     assert cited <= known, f"{path.name} cites claims its record does not hold: {sorted(cited - known)}"
     assert not stray, (f"{path.name} states numbers its findings record (notebooks/findings/{nn}.json) does not "
                        f"hold: {stray}. Print them from code and record them, or declare a setting in GIVEN.")
+
+
+# ---- prose near a claim id agrees with the claim's recorded verdict ------------------------------------------
+_CITE = re.compile(r"\[([a-z0-9]+(?:-[a-z0-9]+)+)\]")
+_PRAISE = re.compile(r"\b(?:help(?:s|ed|ing)?|beat(?:s|en|ing)?|improv(?:e|es|ed|ing|ement|ements)|"
+                     r"outperform(?:s|ed|ing)?)\b", re.I)
+_NEGATION = re.compile(r"\b(?:not|no|never|nor|neither|without|fails? to|cannot)\b|n't\b", re.I)
+
+
+def verdict_mismatches(md: str, verdicts: dict[str, str]) -> list[str]:
+    """Citations ``[claim-id]`` whose clause (the words leading up to it since the sentence's start or the previous
+    citation) says helps / beats / improves / outperforms while the claim is recorded as mixed or does not hold, or
+    negates such a word while the claim holds. A sentence ends at . ; : or a new bullet or paragraph."""
+    text = re.sub(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", " ", md.split("## References")[0], flags=re.S)
+    problems = []
+    for sentence in re.split(r"(?<=[.;:!?])\s+|\n\s*[-*]\s+|\n\s*\n", text):
+        start = 0
+        for m in _CITE.finditer(sentence):
+            clause, start = sentence[start:m.start()], m.end()
+            verdict = verdicts.get(m.group(1))
+            praise = _PRAISE.search(clause)
+            if verdict is None or praise is None:
+                continue
+            negated = _NEGATION.search(clause[:praise.start()][-40:]) is not None
+            if (verdict != "holds") != negated:
+                problems.append(f"[{m.group(1)}] is recorded as {verdict!r} but the prose says "
+                                f"{clause.strip()[-90:]!r}")
+    return problems
+
+
+def test_the_verdict_check_catches_a_planted_mismatch():
+    verdicts = {"greg-beats-energy": "mixed", "masks-beat-all": "holds", "weight-1-helps": "does not hold"}
+    assert verdict_mismatches("On digits GReg beats the energy loss [greg-beats-energy].", verdicts)
+    assert verdict_mismatches("- The gradient term improves FPR95 at this weight [weight-1-helps]", verdicts)
+    assert verdict_mismatches("The masks do not help [masks-beat-all].", verdicts)
+    fine = ("On digits GReg ties the energy loss [greg-beats-energy]; the masks beat penalising every sample "
+            "[masks-beat-all], and λ∇ = 1 does not help [weight-1-helps].")
+    assert verdict_mismatches(fine, verdicts) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name[:2])
+def test_chapter_prose_near_a_claim_agrees_with_its_recorded_verdict(path):
+    record = load_record(path.name[:2])
+    if record is None:
+        pytest.skip("no findings record")
+    md = "\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    problems = verdict_mismatches(md, {c["id"]: c["verdict"] for c in record["claims"]})
+    assert not problems, f"{path.name}: prose contradicts the findings record: {problems}"

@@ -53,7 +53,8 @@ RECIPES = {"chapter digits fine-tune": dict(FINETUNE_RECIPES["digits"], method="
            "chapter toy-size batches": dict(FINETUNE_RECIPES["toy"], method="greg+"),
            "preset digits-gregplus": get_preset("digits-gregplus"),
            "preset digits-greg --method greg+": get_preset("digits-greg"),
-           "preset greg-finetune --method greg+": get_preset("greg-finetune"),
+           "preset greg-finetune --method greg+ --aux-batch-size 128": dict(get_preset("greg-finetune"),
+                                                                             aux_batch_size=128),
            "preset gregplus-scratch": get_preset("gregplus-scratch")}
 
 
@@ -69,6 +70,23 @@ def test_gregplus_scores_six_times_the_batch_and_trains_on_a_strict_subset(name)
     assert match.any(1).all() and (match.sum(0) <= 1).all()
     assert hist["candidates"] == [6.0 * b] and hist["picks"] == [2.0 * b]
     assert hist["aux_distinct"] == [2.0 * b]
+
+
+@pytest.mark.parametrize("name, authors", [("greg-finetune", (64, 64)), ("greg-finetune-eq", (64, 64)),
+                                           ("gregplus-scratch", (64, 128))])
+def test_cifar_presets_train_the_authors_batch(name, authors):
+    """The authors' train_sea.py: GReg (--noCluster) trains 64 ID + size_factor_sampled_ood (1) x 64 outliers;
+    two-way GReg+ 64 ID + 128 picks. Counted from the rows the model is trained on in one step."""
+    settings = get_preset(name)
+    method = settings["method"]
+    settings = {k: v for k, v in settings.items() if k not in ("margins", "method")}
+    b = settings["batch_size"]
+    torch.manual_seed(0)
+    model = Recorder(SmallCNN(10, in_channels=1, width=4))
+    settings.update(epochs=1, progress=False, log_grad_norms=False, m_in=-30.0, m_out=-1.0, lr=1e-3)
+    fit(model, one_step_benchmark(b), method, device="cpu", **settings)
+    trained = [len(x) for training, x in model.calls if training]
+    assert trained == [sum(authors)], f"{name}: trained on {trained} rows per step, the authors on {authors}"
 
 
 def test_one_way_picks_the_batch_and_aux_batch_size_sets_the_picks():

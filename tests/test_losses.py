@@ -135,6 +135,27 @@ def test_reference_is_paper_over_n_without_coupling():
     assert paper.item() == pytest.approx((fd[:4].mean() + fd[4:].mean()).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("n_id, n_ood", [(6, 6), (4, 8)])
+def test_with_batchnorm_reference_is_paper_over_n_only_for_equal_parts(n_id, n_ood):
+    # the authors' code weights ID rows by 1/n_id and outlier rows by 1/n_ood before differentiating; with
+    # BatchNorm coupling the rows, that equals 1/n times the masked sum's gradient only when n_id = n_ood = n
+    # (their GReg batch, 64 + 64); two-way GReg+'s 64 + 128 is close to N but not exact
+    model = _bn_cnn()
+    x = torch.rand(n_id + n_ood, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        e = energy(model(x))
+    m_in, m_out = e.quantile(0.4).item(), e.quantile(0.6).item()
+    xg = x.clone().requires_grad_(True)
+    e = energy(model(xg))
+    assert 0 < ((e[:n_id] < m_in).sum() + (e[n_id:] > m_out).sum()) < n_id + n_ood   # some rows masked out
+    ratio = (greg_penalty(xg, e, n_id, m_in, m_out, convention="paper")
+             / greg_penalty(xg, e, n_id, m_in, m_out, convention="reference")).item() / (n_id + n_ood)
+    if n_id == n_ood:
+        assert ratio == pytest.approx(1.0, rel=1e-9)
+    else:
+        assert abs(ratio - 1.0) > 1e-6
+
+
 def test_penalty_is_differentiable_wrt_parameters():
     model = _bn_cnn().float()
     x = torch.rand(8, 1, 8, 8).requires_grad_(True)

@@ -19,6 +19,7 @@ import pytest
 from gregnb.homework.release import RELEASE_DIR, SOURCE_DIR
 
 pytest.importorskip("nbgrader", reason="nbgrader is not installed: pip install -e '.[test]'")
+pytestmark = pytest.mark.nbgrader  # left out of the quick tier (python3 run.py test --quick)
 
 ASSIGNMENTS = [p.stem for p in sorted(SOURCE_DIR.glob("*.ipynb"))]
 AUTO_POINTS = {"hw1_energy_and_metrics": 8, "hw2_greg_penalty": 7, "hw3_energy_sampling": 6, "hw4_certified_radius": 7}

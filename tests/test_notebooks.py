@@ -1,12 +1,10 @@
 """Every notebook runs top to bottom in FAST mode, leaves no figure open, and is stored clean."""
 import json
-import os
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from notebook_runs import execute_with_figure_probe
 
 from gregnb.findings import load_record
 
@@ -18,48 +16,6 @@ ALL_NOTEBOOKS = [p for p in ALL_NOTEBOOKS if ".ipynb_checkpoints" not in p.parts
 # student versions stop at their first stub by design: tests/test_homework.py runs them
 RUNNABLE = CHAPTERS + HOMEWORK_SOURCES
 FAST_LIMIT_S = 60  # the per-chapter target in FAST mode; reported, and enforced with slack for slow CI
-INLINE = "module://matplotlib_inline.backend_inline"  # what JupyterLab and the site use
-# Run first, hidden: after every cell, once the inline backend has shown and closed the figures the cell
-# drew, count the figures still registered with pyplot. One left open (an explorer's, a helper's) is shown
-# again by the next cell that plots: a duplicate figure in the wrong place.
-PROBE = """\
-import sys as _gregnb_sys
-_gregnb_open_figures = {}
-def _gregnb_count_open_figures(result):
-    pyplot = _gregnb_sys.modules.get("matplotlib.pyplot")
-    _gregnb_open_figures[result.execution_count] = len(pyplot.get_fignums()) if pyplot else 0
-get_ipython().events.register("post_run_cell", _gregnb_count_open_figures)
-"""
-REPORT = "print(__import__('json').dumps(_gregnb_open_figures))"
-
-
-def _execute_with_figure_probe(nb, path, findings_out=None):
-    """Execute ``nb`` in FAST mode with the inline backend and :data:`PROBE`; returns (seconds, cells that
-    left figures open as ``(index, first line, count)``), with the notebook's own cell indices.
-    ``findings_out``: folder where the chapter's findings cell writes this run's record."""
-    cells = list(nb.cells)
-    nb.cells = [nbformat.v4.new_code_cell(PROBE), *cells, nbformat.v4.new_code_cell(REPORT)]
-    saved = {k: os.environ.get(k) for k in ("GREGNB_FAST", "MPLBACKEND", "GREGNB_FINDINGS_OUT")}
-    os.environ.update(GREGNB_FAST="1", MPLBACKEND=INLINE)  # the kernel inherits them
-    if findings_out is not None:
-        os.environ["GREGNB_FINDINGS_OUT"] = str(findings_out)
-    try:
-        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-        t0 = time.perf_counter()
-        client.execute()
-        elapsed = time.perf_counter() - t0
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    report = nb.cells[-1]
-    counts = json.loads("".join(o.get("text", "") for o in report.outputs if o.get("name") == "stdout"))
-    nb.cells = cells
-    leaks = [(i, c.source.splitlines()[0] if c.source else "", counts.get(str(c.execution_count), 0))
-             for i, c in enumerate(cells) if c.cell_type == "code"]
-    return elapsed, [leak for leak in leaks if leak[2]]
 
 
 def test_there_are_chapters():
@@ -76,22 +32,21 @@ def test_figure_probe_catches_a_figure_left_open(tmp_path):
         "x = 1",
         "plt.figure()\nplt.plot([2, 1]);",
     )])
-    _, leaks = _execute_with_figure_probe(nb, tmp_path / "made_up.ipynb")
+    _, leaks = execute_with_figure_probe(nb, tmp_path / "made_up.ipynb")
     assert [(i, n) for i, _, n in leaks] == [(1, 1), (2, 1)]
     assert [len([o for o in c.outputs if "image/png" in o.get("data", {})]) for c in nb.cells] == [1, 0, 0, 2]
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(ROOT / "notebooks")))
-def test_notebook_runs_in_fast_mode_and_leaves_no_figure_open(path, tmp_path):
-    nb = nbformat.read(path, as_version=4)
-    elapsed, leaks = _execute_with_figure_probe(nb, path, findings_out=tmp_path)
+def test_notebook_runs_in_fast_mode_and_leaves_no_figure_open(path, chapter_runs):
+    nb, elapsed, leaks, findings = chapter_runs.run(path)  # executed once per session; the site build reuses it
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     print(f"{path.name}: {elapsed:.1f} s in FAST mode")
     recorded = load_record(path.name[:2]) if path in CHAPTERS else None
     if recorded is not None:   # the FAST run makes the same claims as the committed normal-mode record
-        run = load_record(path.name[:2], tmp_path)
+        run = load_record(path.name[:2], findings)
         assert run is not None and run["mode"] == "fast", f"{path.name}: the findings cell wrote no FAST record"
         assert [c["id"] for c in run["claims"]] == [c["id"] for c in recorded["claims"]], (
             f"{path.name} makes other claims than notebooks/findings/{path.name[:2]}.json holds: run "

@@ -28,10 +28,12 @@ from torch import nn
 from .graph import _DTYPE, build_graph, run_graph
 from .propagate import InputSet, backward_lower, propagate
 
-__all__ = ["logit_bounds", "energy_bounds", "METHODS"]
+__all__ = ["logit_bounds", "energy_bounds", "BOUND_METHODS", "METHODS"]
 
-#: radius methods, loosest first
-METHODS = ("global", "ibp", "crown", "grid")
+#: radius methods, loosest first (named apart from the training methods, gregnb.train.METHODS)
+BOUND_METHODS = ("global", "ibp", "crown", "grid")
+#: deprecated name of :data:`BOUND_METHODS`
+METHODS = BOUND_METHODS
 
 
 def _inputs(model: nn.Module, x, eps, norm: str):
@@ -49,7 +51,7 @@ def _inputs(model: nn.Module, x, eps, norm: str):
     return x.detach().cpu().to(_DTYPE), eps_t.clone()
 
 
-def _check_method(method: str, allowed=METHODS[:3]) -> None:
+def _check_method(method: str, allowed=BOUND_METHODS[:3]) -> None:
     if method not in allowed:
         raise ValueError(f"method must be one of {allowed}, got {method!r}")
 

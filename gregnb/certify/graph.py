@@ -46,6 +46,12 @@ class Affine:
     name: str = "affine"
     fan_in: int = 1  # the most terms in one output's sum (for rounding-error bounds)
     low: "Affine | None" = None  # the same operation in float32 (fast forward linear bounds)
+    #: for the model's own rounding error (:mod:`gregnb.certify.rounding`): a bound on the sum of |terms|
+    #: that make up the bias as the *model* computes it (a folded BatchNorm's ``|s| (|b| + |mean|) + |beta|``;
+    #: default ``|bias|``), and the number of roundings one output goes through in the model (default
+    #: ``fan_in + 2``: the products, the sum, the bias; a folded BatchNorm adds its own)
+    bias_mag: torch.Tensor | None = None
+    roundings: int | None = None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return self.fn(v) + self.bias
@@ -115,6 +121,17 @@ def flat_layers(model: nn.Module) -> list[nn.Module]:
     return out
 
 
+#: roundings a BatchNorm in eval mode adds per output: ``1 / sqrt(var + eps)``, the scale, the shift
+#: ``beta - mean s`` and ``y s + shift`` (a few each, counted generously)
+_BN_ROUNDINGS = 10
+
+
+def _bn_mag(bn: nn.Module, s: torch.Tensor) -> torch.Tensor:
+    """``|beta| + |mean s|``: the magnitude of the terms of a BatchNorm's shift as the model computes it."""
+    mag = (bn.running_mean.detach().to(_DTYPE) * s).abs()
+    return mag + bn.bias.detach().to(_DTYPE).abs() if bn.affine else mag
+
+
 def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     s = 1.0 / torch.sqrt(bn.running_var.detach().to(_DTYPE) + bn.eps)
     if bn.affine:
@@ -134,12 +151,14 @@ def _linear(layer: nn.Linear, bn, shape) -> Affine:
         raise ValueError(f"Linear layer on inputs of shape {shape}: add a Flatten first")
     w = layer.weight.detach().to(_DTYPE)
     b = layer.bias.detach().to(_DTYPE) if layer.bias is not None else torch.zeros(w.shape[0], dtype=_DTYPE)
+    mag, extra = b.abs(), 0
     if bn is not None:
         s, t = _bn_scale_shift(bn)
-        w, b = w * s[:, None], b * s + t
+        w, b, mag, extra = w * s[:, None], b * s + t, mag * s.abs() + _bn_mag(bn, s), _BN_ROUNDINGS
     name = "linear" + ("+bn" if bn is not None else "")
     op = _dense(w, b, shape, name)
     op.low = _dense(w.float(), b.float(), shape, name)
+    op.bias_mag, op.roundings = mag, op.fan_in + 2 + extra
     return op
 
 
@@ -159,12 +178,15 @@ def _conv(layer: nn.Conv2d, bn, shape) -> Affine:
         raise ValueError("Conv2d: only groups=1 and numeric zero padding are supported by gregnb.certify")
     w = layer.weight.detach().to(_DTYPE)
     b = layer.bias.detach().to(_DTYPE) if layer.bias is not None else torch.zeros(w.shape[0], dtype=_DTYPE)
+    mag, extra = b.abs(), 0
     if bn is not None:
         s, t = _bn_scale_shift(bn)
-        w, b = w * s[:, None, None, None], b * s + t
+        w, b, mag, extra = w * s[:, None, None, None], b * s + t, mag * s.abs() + _bn_mag(bn, s), _BN_ROUNDINGS
     args = (shape, layer.stride, layer.padding, layer.dilation, "conv" + ("+bn" if bn is not None else ""))
     op = _conv_op(w, b, *args)
     op.low = _conv_op(w.float(), b.float(), *args)
+    op.bias_mag = mag.view(-1, 1, 1).expand(op.out_shape).contiguous()
+    op.roundings = op.fan_in + 2 + extra
     return op
 
 
@@ -181,7 +203,8 @@ def _elementwise(s: torch.Tensor, t: torch.Tensor, shape, name: str) -> Affine:
 def _positive_linear(fn: Callable, shape, name: str, fan_in: int) -> Affine:
     """A linear map with non-negative weights (pooling, reshaping): ``|W| = W``; works in any dtype."""
     out_shape = tuple(fn(torch.zeros(1, *shape, dtype=_DTYPE)).shape[1:])
-    op = Affine(tuple(shape), out_shape, fn, fn, torch.zeros(out_shape, dtype=_DTYPE), name=name, fan_in=fan_in)
+    op = Affine(tuple(shape), out_shape, fn, fn, torch.zeros(out_shape, dtype=_DTYPE), name=name, fan_in=fan_in,
+                fn_sq=lambda v: fn(v) / fan_in)  # equal weights 1 / fan_in (pooling) or 1 (reshaping)
     op.low = Affine(tuple(shape), out_shape, fn, fn, torch.zeros(out_shape), name=name, fan_in=fan_in)
     return op
 
@@ -200,7 +223,11 @@ def build_graph(model: nn.Module, in_shape: tuple) -> list:
         else:
             i += 1
             if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                op = _elementwise(*_bn_scale_shift(layer), shape, "batchnorm")
+                scale, shift = _bn_scale_shift(layer)
+                op = _elementwise(scale, shift, shape, "batchnorm")
+                view = (-1,) + (1,) * (len(shape) - 1)
+                op.bias_mag = _bn_mag(layer, scale).view(view).expand(shape).contiguous()
+                op.roundings = _BN_ROUNDINGS
             elif isinstance(layer, nn.ReLU):
                 op = ReLU(shape)
             elif isinstance(layer, nn.MaxPool2d):

@@ -12,6 +12,7 @@ from .bounds import (METHODS, _check_intermediate, _check_method, _chunks, _crow
 from .graph import _DTYPE, build_graph, run_graph
 from .grid import grid_radius
 from .propagate import InputSet
+from .rounding import _U64, ROUNDING, decisions, margin_on, unit_roundoff
 
 __all__ = ["sound_radius"]
 
@@ -54,12 +55,18 @@ def _search(certify, n: int, eps_max: float, todo: torch.Tensor, steps: int, rel
     return lo
 
 
-def _rows_radius(a, b, z0, eps, decide_id, threshold: float, t: float, g_box=None, iters: int = 50) -> torch.Tensor:
+def _proves(lo: torch.Tensor, hi: torch.Tensor, decide_id: torch.Tensor, threshold: float, tol: torch.Tensor):
+    """Whether the bounds prove each decision with the safety margin ``tol`` (:mod:`.rounding`):
+    ``hi <= threshold - tol`` (ID), ``lo > threshold + tol`` (OOD)."""
+    return torch.where(decide_id, hi <= threshold - tol, lo > threshold + tol)
+
+
+def _rows_radius(a, b, z0, eps, decide_id, threshold: float, t: float, g_box, tol: torch.Tensor,
+                 iters: int = 50) -> torch.Tensor:
     """The largest ``e <= eps`` at which CROWN's linear pieces (valid for every radius up to ``eps``)
-    prove the decision: closed-form bounds, bisected in ``e`` (they are monotone in ``e``)."""
+    prove the decision with margin ``tol``: closed-form bounds, bisected in ``e`` (monotone in ``e``)."""
     def ok(e):
-        lo, hi = _energy_from_rows(a, b, z0, e, t, g_box)
-        return torch.where(decide_id, hi <= threshold, lo > threshold)
+        return _proves(*_energy_from_rows(a, b, z0, e, t, g_box), decide_id, threshold, tol)
 
     good, bad = torch.zeros_like(eps), eps.clone()
     full = ok(eps)
@@ -71,31 +78,43 @@ def _rows_radius(a, b, z0, eps, decide_id, threshold: float, t: float, g_box=Non
     return torch.where(full, eps, good)
 
 
-def _first_order_guess(model: nn.Module, x: torch.Tensor, e0: torch.Tensor, threshold: float, t: float):
-    """``|threshold - E(x)| / ||grad E(x)||``: where a first-order model says the decision flips. Sound
-    radii are typically a few to ten times smaller; the search starts at an eighth of it (only a
-    starting point: no guarantee either way)."""
+def _first_order_guess(model: nn.Module, x: torch.Tensor, margin: torch.Tensor, t: float):
+    """``margin / ||grad E(x)||`` (``margin``: ``|threshold - E(x)| - tol``): where a first-order model says
+    the decision flips. Sound radii are typically a few to ten times smaller; the search starts at an
+    eighth of it (only a starting point: no guarantee either way)."""
     from ..lipschitz import input_gradient_norm
 
     g = input_gradient_norm(model, x, temperature=t).double()
-    return (threshold - e0).abs() / g.clamp_min(1e-12)
+    return margin.clamp_min(0) / g.clamp_min(1e-12)
 
 
 def sound_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, method: str = "crown", eps_max: float = 1.0,
                  is_id=None, temperature: float = 1.0, n_bisect: int = 12, rel_tol: float = 0.02,
-                 intermediate: str = "symbolic", batch_size: int = 32, cell: float | None = None) -> torch.Tensor:
-    """The largest ℓ2 radius (up to ``eps_max``) within which the bounds *prove* each decision.
+                 intermediate: str = "symbolic", batch_size: int = 32, cell: float | None = None,
+                 rounding: str = "worst-case") -> torch.Tensor:
+    """The largest ℓ2 radius (up to ``eps_max``) within which the bounds *prove* each decision, including
+    floating-point error.
 
-    A sample is decided ID when ``E(x) <= threshold`` (LOW = ID). Its radius ``r`` satisfies: for every
-    ``x'`` with ``||x' - x|| <= r``, the decision at ``x'`` is the decision at ``x`` (a certificate, not
-    an estimate). With ``is_id`` (one bool, or one per sample: the truth), samples whose decision is
-    wrong get radius 0 ("correctly detected and certified").
+    A sample is decided ID when the model's own energy (its float32 forward pass) is ``<= threshold``
+    (LOW = ID). Its radius ``r`` satisfies: for every ``x'`` with ``||x' - x|| <= r``, the model's decision
+    at ``x'`` is its decision at ``x`` (a certificate, not an estimate). With ``is_id`` (one bool, or one
+    per sample: the truth), samples whose decision is wrong get radius 0 ("correctly detected and
+    certified").
 
-    "global": closed form ``|threshold - E| / L``. "ibp" / "crown": a bracket search over the ball's
-    radius (at most ``n_bisect`` bound computations per sample, stopping at relative width ``rel_tol``).
-    Monotone-safe: the radius returned is always one at which the bounds were *checked* to prove the
-    decision, and bounds over ``B_r`` cover every smaller ball, so the result is sound whether or not the
-    bounds grow monotonically with the radius ("global" and "ibp" do: nested balls give nested
+    Floating point: the bounds hold for the exact energy ``E`` of the model's graph (computed in float64);
+    the model's float32 energy can differ from it by rounding. Every method therefore proves the decision
+    with a safety margin ``tol`` (:func:`gregnb.certify.rounding.safety_margin`, a bound on that difference
+    over the ball ``B_r(x)`` being certified, about ``4 u`` times the number of roundings times the largest logit magnitude,
+    plus ``|threshold|`` rounded to float32; ``u = 2^-24``): ID needs ``upper <= threshold - tol``, OOD
+    ``lower > threshold + tol``. A sample with ``|threshold - E(x)| <= tol`` (at ``x`` itself), or whose
+    float32 and float64 decisions disagree, gets radius 0: rounding alone could flip it.
+
+    "global": closed form ``(|threshold - E| - tol) / L`` (``tol`` over ``B_eps_max``, or over the smaller
+    ball when that one checks out). "ibp" / "crown": a bracket search over the
+    ball's radius (at most ``n_bisect`` bound computations per sample, stopping at relative width
+    ``rel_tol``). Monotone-safe: the radius returned is always one at which the bounds were *checked* to
+    prove the decision, and bounds over ``B_r`` cover every smaller ball, so the result is sound whether or
+    not the bounds grow monotonically with the radius ("global" and "ibp" do: nested balls give nested
     intervals; CROWN's adaptive ReLU lines need not, which the search can only make it miss, never
     overstate). CROWN's linear pieces computed on ``B_eps`` stay valid on every smaller ball, so each
     CROWN call also certifies the largest radius ``<= eps`` those pieces prove.
@@ -111,32 +130,43 @@ def sound_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, method:
     if not isinstance(n_bisect, int) or n_bisect < 1:
         raise ValueError(f"n_bisect must be a positive integer, got {n_bisect!r}")
     _check_intermediate(intermediate)
+    if rounding not in ROUNDING:
+        raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
     x64, _ = _inputs(model, x, 0.0, "l2")
     was = _eval(model)
     try:
         ops = build_graph(model, tuple(x.shape[1:]))
+        decide_id, tol0, safe = decisions(model, x, threshold, 0.0, temperature, ops, rounding=rounding)
         e0 = -_lse(run_graph(ops, x64), temperature)
-        decide_id = e0 <= threshold
-        correct = _correct_mask(decide_id, is_id)
-        if method == "grid":
+        correct = _correct_mask(decide_id, is_id) & safe
+        u = unit_roundoff(model) + _U64
 
-            r = grid_radius(model, x, threshold, eps_max=eps_max, cell=cell, temperature=temperature, _ops=ops)
+        def tol(idx: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:  # the safety margin over B_eps
+            return margin_on(ops, InputSet(x64[idx], eps, "l2"), threshold, temperature, u, rounding)
+
+        if method == "grid":
+            r = grid_radius(model, x, threshold, eps_max=eps_max, cell=cell, temperature=temperature, _ops=ops,
+                            rounding=rounding)
         elif method == "global":
-            lip = _global_constant(model, x.shape[1:])
-            r = ((threshold - e0).abs() / lip if lip > 0 else torch.full_like(e0, math.inf)).clamp_max(eps_max)
+            lip, every = _global_constant(model, x.shape[1:]), torch.arange(len(x))
+            r = torch.full_like(e0, float(eps_max))
+            if lip > 0:  # sound with the margin over B_eps_max; then tried with the (smaller) one over B_r
+                r = (((threshold - e0).abs() - tol(every, r)).clamp_min(0) / lip).clamp_max(eps_max)
+                r2 = (((threshold - e0).abs() - tol(every, r)).clamp_min(0) / lip).clamp_max(eps_max)
+                r = torch.where((threshold - e0).abs() - tol(every, r2) >= lip * r2, r2, r)
         else:
             def certify(eps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
                 out = []
                 for s in _chunks(len(idx), batch_size):
-                    inp, dec = InputSet(x64[idx[s]], eps[s], "l2"), decide_id[idx[s]]
+                    inp, dec, tl = InputSet(x64[idx[s]], eps[s], "l2"), decide_id[idx[s]], tol(idx[s], eps[s])
                     if method == "ibp":
                         lo, hi = _energy_chunk(ops, inp, "ibp", temperature, intermediate)
-                        ok = torch.where(dec, hi <= threshold, lo > threshold)
+                        ok = _proves(lo, hi, dec, threshold, tl)
                         out.append(torch.where(ok, eps[s], torch.zeros_like(eps[s])))
                     else:
                         side = "upper" if dec.all() else "lower" if not dec.any() else "both"
                         a, b, z0, g_box = _crown_rows(ops, inp, temperature, intermediate, side)
-                        out.append(_rows_radius(a, b, z0, eps[s], dec, threshold, temperature, g_box))
+                        out.append(_rows_radius(a, b, z0, eps[s], dec, threshold, temperature, g_box, tl))
                 return torch.cat(out)
 
             def grouped(eps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # ID and OOD in separate chunks
@@ -146,8 +176,8 @@ def sound_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, method:
                         out[mask] = certify(eps[mask], idx[mask])
                 return out
 
-            r = _search(grouped, len(x), eps_max, torch.nonzero(correct).flatten(), n_bisect, rel_tol,
-                        _first_order_guess(model, x, e0, threshold, temperature) / 8)
+            guess = _first_order_guess(model, x, (threshold - e0).abs() - tol0, temperature) / 8
+            r = _search(grouped, len(x), eps_max, torch.nonzero(correct).flatten(), n_bisect, rel_tol, guess)
     finally:
         model.train(was)
     return torch.where(correct, r, torch.zeros_like(r))

@@ -1,8 +1,10 @@
 """Measurements for chapter 06: the sandwich of radii, certified-detection curves, a scale for digits
 radii, and the Lipschitz-constrained CNN trained like the chapters' models.
 
-The sandwich, per correctly detected point: ``global <= IBP <= CROWN <= true radius <= attack radius``
-(the first three are sound certificates, so they lie below the truth; an attack's radius lies above it).
+The sandwich, per correctly detected point: ``{global, IBP, CROWN} <= true radius <= attack radius``.
+The three are sound certificates, so each lies below the truth; an attack's radius lies above it. Among the
+certificates no order is guaranteed: CROWN is usually the tightest, but IBP can fall below the global product
+bound (chapter 06 measures that on the digits CNNs, where its intervals widen layer after layer).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def lipschitz_models(data: Benchmark, seed: int = 0, *, methods: dict | None = N
     Returns ``(models, margins)``: label -> trained model (eval mode), and ``(m_in, m_out)``.
     """
     from ..config import seed_everything
-    from ..experiments import CE_RECIPES, FINETUNE_RECIPES
+    from ..presets import CE_RECIPES, FINETUNE_RECIPES
     from ..losses import propose_margins
     from ..models import LipschitzCNN
 

@@ -27,8 +27,9 @@ DATASETS = {"digits": DatasetSpec("small_cnn", 1), "cifar10": DatasetSpec("wrn40
 
 
 def load_dataset(name: str, *, root: str | None = None, aux: str | None = None, download: bool = False,
-                 seed: int = 0, max_aux: int | None = None) -> Benchmark:
-    """A benchmark by name: "digits" (offline) or "cifar10" / "cifar100" (files under ``root``)."""
+                 seed: int = 0, max_aux: int | None = None, load_aux: bool = True) -> Benchmark:
+    """A benchmark by name: "digits" (offline) or "cifar10" / "cifar100" (files under ``root``).
+    ``load_aux=False``: CIFAR's pool file is not read (evaluation needs none; ``aux_x`` is then empty)."""
     if name == "digits":
         from .digits import load_benchmark
 
@@ -36,5 +37,5 @@ def load_dataset(name: str, *, root: str | None = None, aux: str | None = None, 
     if name in ("cifar10", "cifar100"):
         from .cifar import load_cifar_benchmark
 
-        return load_cifar_benchmark(name, root, download=download, aux=aux, max_aux=max_aux)
+        return load_cifar_benchmark(name, root, download=download, aux=aux, max_aux=max_aux, load_aux=load_aux)
     raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")

@@ -24,6 +24,9 @@ class Benchmark:
         train_transform: optional batch transform for training, ``(x, generator) -> model input``
             (e.g. uint8 images -> augmented, normalised floats on the same device); None = identity.
         eval_transform: optional batch transform for evaluation, ``x -> model input``.
+        ood_uncovered: further test OOD sets, name -> inputs, from sources the pool does not reach (digits:
+            :mod:`gregnb.data.uncovered`); kept apart from ``ood`` so that results on ``ood`` do not change.
+            Empty when a benchmark has none.
     """
 
     name: str
@@ -37,6 +40,7 @@ class Benchmark:
     sources: dict[str, str] = field(default_factory=dict)
     train_transform: Callable | None = None
     eval_transform: Callable | None = None
+    ood_uncovered: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def prepare_eval(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as the model sees it at test time."""
@@ -54,6 +58,7 @@ class Benchmark:
         """Number of samples in each part (a quick data card)."""
         out = {"train": len(self.train_x), "test": len(self.test_x), "aux": len(self.aux_x)}
         out.update({f"ood/{k}": len(v) for k, v in self.ood.items()})
+        out.update({f"uncovered/{k}": len(v) for k, v in self.ood_uncovered.items()})
         return out
 
     def __repr__(self) -> str:

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import data_dir
+from ..config import data_dir, display_path
 from ..losses import ENERGY_CIFAR10_MARGINS, ENERGY_CIFAR100_MARGINS
 from .base import Benchmark
 
 __all__ = ["load_cifar", "load_svhn", "load_image_folder", "load_aux_pool", "load_ood_sets", "load_cifar_benchmark",
-           "normalize", "gpu_augment", "CIFAR_MEAN", "CIFAR_STD", "OOD_SETS", "DEFAULT_MARGINS"]
+           "normalize", "gpu_augment", "ood_search", "CIFAR_MEAN", "CIFAR_STD", "OOD_SETS", "DEFAULT_MARGINS"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -219,19 +219,31 @@ def load_ood_sets(root: str | os.PathLike | None = None, names=tuple(OOD_SETS), 
     return out
 
 
+def ood_search(found=(), root: str | os.PathLike | None = None) -> dict:
+    """Which of the paper's OOD test sets a run found and which it looked for in vain, for ``metrics.json`` and
+    messages: ``{"folder": the data folder, "found": [names], "missing": {name: path relative to that folder}}``.
+    ``folder`` is named as :func:`gregnb.config.display_path` does (``$GREGNB_DATA``, ``data``, a path relative to
+    the checkout), not as an absolute path of this machine where a portable name exists."""
+    folder = display_path(_root(root))
+    return {"folder": folder, "found": [n for n in OOD_SETS if n in found],
+            "missing": {n: rel for n, (rel, _) in OOD_SETS.items() if n not in found}}
+
+
 def load_cifar_benchmark(name: str = "cifar10", root: str | os.PathLike | None = None, *, download: bool = False,
                          aux: str | os.PathLike | None = None, max_aux: int | None = None,
-                         max_ood: int | None = None, skip_missing_ood: bool = True) -> Benchmark:
+                         max_ood: int | None = None, skip_missing_ood: bool = True, load_aux: bool = True) -> Benchmark:
     """CIFAR as a :class:`~gregnb.data.Benchmark` of uint8 NHWC tensors with the transforms attached:
     ``train_transform`` (random crop with 4-pixel zero padding + horizontal flip, then normalisation) and
-    ``eval_transform`` (normalisation only), both batched and device-agnostic."""
+    ``eval_transform`` (normalisation only), both batched and device-agnostic. ``load_aux=False`` leaves the
+    pool empty, ``(0, 32, 32, 3)`` (evaluation needs no pool file)."""
     train_x, train_y, test_x, test_y = load_cifar(name, root, download)
+    aux_x = load_aux_pool(aux, root, max_aux) if load_aux else torch.empty((0, 32, 32, 3), dtype=torch.uint8)
+    ood = load_ood_sets(root, max_images=max_ood, skip_missing=skip_missing_ood)
     return Benchmark(
-        name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-        aux_x=load_aux_pool(aux, root, max_aux), ood=load_ood_sets(root, max_images=max_ood, skip_missing=skip_missing_ood),
+        name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, aux_x=aux_x, ood=ood,
         n_classes=10 if name == "cifar10" else 100,
-        sources={"id": f"{name} (torchvision)", "aux": str(aux or "300K_random_images.npy"),
-                 "ood": ", ".join(OOD_SETS)},
+        sources={"id": f"{name} (torchvision)", "aux": str(aux or "300K_random_images.npy") if load_aux else "not loaded",
+                 "ood": ", ".join(ood) or "none found"},
         train_transform=gpu_augment, eval_transform=normalize)
 
 

@@ -17,7 +17,12 @@ ood ``photos``            patches of scikit-learn's ``flower.jpg`` and matplotli
                           ``grace_hopper.jpg`` sample photos
 ood ``noise``             smoothed Gaussian noise fields
 ood ``inverted``          digits with dark strokes on a bright background (1 - x)
+uncovered sets            ``scripts``, ``symbols``, ``text``, ``dots``, ``cells``: sources the pool does
+                          not reach (:mod:`gregnb.data.uncovered`), in ``Benchmark.ood_uncovered``
 ========================  =====================================================================
+
+The four ``ood`` sets lie near what the pool covers; the five uncovered sets are kept in a separate dict
+so that results on ``ood`` do not change when they are added (:mod:`gregnb.coverage` measures the distance).
 
 The build takes a few seconds and is cached under :func:`gregnb.config.data_dir` as
 ``digits_v{GENERATOR_VERSION}_seed{seed}.npz``; bump ``GENERATOR_VERSION`` whenever the
@@ -33,12 +38,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..config import data_dir
+from ..config import data_dir, display_path
 from .base import Benchmark
+from .uncovered import UNCOVERED_SOURCES, build_uncovered
 
-__all__ = ["load_benchmark", "GENERATOR_VERSION", "SOURCES", "AUX_SOURCES", "OOD_SOURCES", "build_arrays"]
+__all__ = ["load_benchmark", "GENERATOR_VERSION", "SOURCES", "AUX_SOURCES", "OOD_SOURCES", "UNCOVERED_SOURCES",
+           "build_arrays"]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: the uncovered sets added; every earlier part unchanged (see _STREAM_KEY)
+#: The key the random streams of the ID split, the pool and the four ``ood`` sets are drawn from. It was the
+#: generator version when they were made; it stays 2 so that adding parts (a new GENERATOR_VERSION) leaves
+#: them, and every result on them, bit for bit as they were. Change it only when those parts change.
+_STREAM_KEY = 2
 CANVAS = 32  # draw at 32x32, then average 4x4 blocks down to 8x8 (anti-aliasing like the scanned digits)
 
 #: Which source each part uses; a test checks that pool and test sets share none.
@@ -51,6 +62,7 @@ OOD_SOURCES = {
 }
 SOURCES = {"id": "sklearn.datasets.load_digits (UCI optical digits)", "aux": " + ".join(AUX_SOURCES)}
 SOURCES.update({f"ood/{k}": " + ".join(v) for k, v in OOD_SOURCES.items()})
+SOURCES.update({f"uncovered/{k}": " + ".join(v) for k, v in UNCOVERED_SOURCES.items()})
 
 N_SHAPES, N_AUX_PHOTOS, N_OOD = 18_000, 10_000, 1_000  # pool = 28,000 = 20.8x the ID training set
 # letters that are drawn exactly like digits in these fonts (O/0, l/1, I/1) are left out
@@ -179,7 +191,7 @@ def build_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     y = digits.target.astype(np.int64)
     train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.25, stratify=y, random_state=seed)
 
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, GENERATOR_VERSION]).spawn(6)]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, _STREAM_KEY]).spawn(6)]
     photos = _load_photos()
     aux_photos = [photos[s] for s in AUX_SOURCES if s.startswith("photo:")]
     ood_photos = [photos[s] for s in OOD_SOURCES["photos"]]
@@ -193,6 +205,8 @@ def build_arrays(seed: int = 0) -> dict[str, np.ndarray]:
         "ood/noise": _noise(N_OOD, streams[4]),
         "ood/inverted": inverted.astype(np.float32),
     }
+    far = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, _STREAM_KEY, 26]).spawn(len(UNCOVERED_SOURCES))]
+    arrays.update({f"uncovered/{k}": v for k, v in build_uncovered(far).items()})
     for k, v in arrays.items():
         if k.endswith("_y"):
             continue
@@ -204,7 +218,7 @@ def _cache_path(seed: int, root: Path | None = None) -> Path:
     return (root or data_dir()) / f"digits_v{GENERATOR_VERSION}_seed{seed}.npz"
 
 
-_REQUIRED = ("train_x", "train_y", "test_x", "test_y", "aux_x")
+_REQUIRED = ("train_x", "train_y", "test_x", "test_y", "aux_x", *(f"uncovered/{k}" for k in UNCOVERED_SOURCES))
 
 
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
@@ -219,7 +233,7 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
             raise KeyError(f"missing {missing}")
         return arrays
     except Exception as err:  # BadZipFile, EOFError, zlib/CRC errors, a missing key...: rebuild, do not trust
-        warnings.warn(f"the digits cache {path} is unreadable ({type(err).__name__}: {err}); rebuilding it")
+        warnings.warn(f"the digits cache {display_path(path)} is unreadable ({type(err).__name__}: {err}); rebuilding it")
         return None
 
 
@@ -230,7 +244,7 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         atomic_write(path, lambda f: np.savez_compressed(f, generator_version=GENERATOR_VERSION, **arrays))
     except OSError as err:
-        warnings.warn(f"could not write the digits cache {path} ({err}); using the data without caching it "
+        warnings.warn(f"could not write the digits cache {display_path(path)} ({err}); using the data without caching it "
                       f"(set GREGNB_DATA or root= to a writable folder to keep it)")
 
 
@@ -244,7 +258,8 @@ def load_benchmark(seed: int = 0, *, cache: bool = True, root: str | os.PathLike
 
     Returns:
         A :class:`~gregnb.data.Benchmark`: 1,347 train and 450 test digits, 28,000 pool
-        images, and four OOD sets of 1,000 images each, all ``(N, 1, 8, 8)`` float32 in [0, 1].
+        images, four OOD sets of 1,000 images each (``ood``) and five uncovered sets of 500 each
+        (``ood_uncovered``), all ``(N, 1, 8, 8)`` float32 in [0, 1].
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative whole number, got {seed!r}")
@@ -261,6 +276,7 @@ def load_benchmark(seed: int = 0, *, cache: bool = True, root: str | os.PathLike
         test_x=t(arrays["test_x"]), test_y=t(arrays["test_y"]),
         aux_x=t(arrays["aux_x"]),
         ood={k.split("/", 1)[1]: t(v) for k, v in arrays.items() if k.startswith("ood/")},
+        ood_uncovered={k.split("/", 1)[1]: t(v) for k, v in arrays.items() if k.startswith("uncovered/")},
         n_classes=10,
         sources=dict(SOURCES),
     )

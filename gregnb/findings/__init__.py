@@ -11,8 +11,8 @@ A chapter ends with::
 ``python -m gregnb.findings update|check [NN ...]`` rewrites or checks the records (see :mod:`.run`).
 """
 from .chapter import Findings
-from .record import VERDICTS, Claim, Number, compare, summarize, verdict_from_wins
+from .record import VERDICTS, Claim, Number, compare, sign_test_p, summarize, verdict_from_wins
 from .render import FindingsView, load_record, records_dir, write_record
 
-__all__ = ["VERDICTS", "Claim", "Findings", "Number", "compare", "summarize", "verdict_from_wins", "FindingsView",
+__all__ = ["VERDICTS", "Claim", "Findings", "Number", "compare", "summarize", "verdict_from_wins", "sign_test_p", "FindingsView",
            "load_record", "records_dir", "write_record"]

@@ -13,8 +13,12 @@ __all__ = ["Findings"]
 class Findings:
     """The claims one chapter makes, built from its own tables.
 
+    The ``add*`` methods return None, so a call left as a cell's last line shows nothing (no ``Claim(...)`` repr
+    in a student's page); read a recorded claim back from :attr:`claims`.
+
     >>> found = Findings("01", fast=False)
-    >>> found.add_check("sum-positive", "Two plus two is positive.", 2 + 2 > 0, {"sum": Number(4.0)}).verdict
+    >>> found.add_check("sum-positive", "Two plus two is positive.", 2 + 2 > 0, {"sum": Number(4.0)})
+    >>> found.claims["sum-positive"].verdict
     'holds'
     """
 
@@ -28,8 +32,8 @@ class Findings:
         self.chapter, self.fast, self.claims = chapter, bool(fast), {}
 
     def add(self, claim_id: str, claim: str, verdict: str, numbers: Mapping[str, Number] | None = None, *,
-            wins: int | None = None, seeds: int | None = None) -> Claim:
-        """Record a claim. ``claim_id``: lower-case words joined by hyphens, unique in the chapter."""
+            wins: int | None = None, seeds: int | None = None) -> None:
+        """Record a claim (in :attr:`claims`). ``claim_id``: lower-case words joined by hyphens, unique in the chapter."""
         check_claim_id(claim_id)
         if claim_id in self.claims:
             raise ValueError(f"claim {claim_id!r} was already recorded in chapter {self.chapter}")
@@ -46,10 +50,9 @@ class Findings:
                                 f"{type(value).__name__}")
         self.claims[claim_id] = Claim(claim_id, claim, verdict, numbers,
                                       None if wins is None else int(wins), None if seeds is None else int(seeds))
-        return self.claims[claim_id]
 
     def add_paired(self, claim_id: str, claim: str, result: Mapping, *, unit: str = "%", scale: float = 100.0,
-                   names: tuple[str, str] | None = None, tol: float = 0.0) -> Claim:
+                   names: tuple[str, str] | None = None, tol: float = 0.0) -> None:
         """Record a seed-by-seed comparison from :func:`gregnb.experiments.paired_verdict`.
 
         The two rows' means and stds become numbers named after the rows (or ``names``), in ``unit``;
@@ -62,11 +65,11 @@ class Findings:
         n = int(result["seeds"])
         numbers = {name_a: Number(scale * result["mean_a"], scale * result["std_a"], n, unit, tol),
                    name_b: Number(scale * result["mean_b"], scale * result["std_b"], n, unit, tol)}
-        return self.add(claim_id, claim, result["verdict"], numbers, wins=result["wins"], seeds=n)
+        self.add(claim_id, claim, result["verdict"], numbers, wins=result["wins"], seeds=n)
 
-    def add_check(self, claim_id: str, claim: str, passed: bool, numbers: Mapping[str, Number] | None = None) -> Claim:
+    def add_check(self, claim_id: str, claim: str, passed: bool, numbers: Mapping[str, Number] | None = None) -> None:
         """Record a yes/no claim (a property that holds or not), with the numbers that decide it."""
-        return self.add(claim_id, claim, "holds" if bool(passed) else "does not hold", numbers)
+        self.add(claim_id, claim, "holds" if bool(passed) else "does not hold", numbers)
 
     def to_dict(self) -> dict:
         return {"format": 1, "chapter": self.chapter, "mode": "fast" if self.fast else "normal",

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Iterable, Mapping
 
-__all__ = ["VERDICTS", "Number", "Claim", "summarize", "compare", "verdict_from_wins", "check_claim_id"]
+__all__ = ["VERDICTS", "Number", "Claim", "summarize", "compare", "verdict_from_wins", "sign_test_p", "check_claim_id"]
 
 VERDICTS = ("holds", "does not hold", "mixed")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -88,6 +89,24 @@ def verdict_from_wins(wins: int, seeds: int) -> str:
     return "holds" if wins == seeds else "does not hold" if wins == 0 else "mixed"
 
 
+def sign_test_p(wins: int, seeds: int) -> Fraction:
+    """The exact one-sided sign-test p-value of ``wins`` out of ``seeds``: P(X >= wins) for X ~ Binomial(seeds, 1/2).
+
+    The chance of winning at least that many seeds if each seed were a fair coin flip (no real difference).
+    5/5 gives 1/32 (about 0.031), 3/3 gives 1/8: three seeds can never reach 0.05.
+    """
+    if isinstance(wins, bool) or isinstance(seeds, bool) or int(wins) != wins or int(seeds) != seeds:
+        raise ValueError(f"wins and seeds must be whole numbers, got {wins!r}/{seeds!r}")
+    wins, seeds = int(wins), int(seeds)
+    if seeds < 1 or not 0 <= wins <= seeds:
+        raise ValueError(f"wins must lie in 0..seeds with seeds >= 1, got {wins}/{seeds}")
+    return Fraction(sum(math.comb(seeds, k) for k in range(wins, seeds + 1)), 2 ** seeds)
+
+
+def _p_text(p: Fraction) -> str:
+    return "1" if p == 1 else f"{p.numerator}/{p.denominator} ≈ {float(p):.3g}"
+
+
 @dataclass
 class Claim:
     """One claim: a sentence (no numbers in it), its verdict, and the numbers it rests on."""
@@ -113,6 +132,16 @@ class Claim:
     def outcome(self) -> str:
         """``"holds (5/5 seeds)"`` or just the verdict."""
         return f"{self.verdict} ({self.wins}/{self.seeds} seeds)" if self.seeds else self.verdict
+
+    def p_value(self) -> Fraction | None:
+        """A paired claim's exact one-sided sign-test p-value (:func:`sign_test_p`); None for a yes/no check."""
+        return sign_test_p(self.wins, self.seeds) if self.seeds else None
+
+    def outcome_with_p(self) -> str:
+        """``"holds (5/5 seeds; sign test p = 1/32 ≈ 0.031)"``: what the verdict rests on."""
+        p = self.p_value()
+        return self.outcome() if p is None else \
+            f"{self.verdict} ({self.wins}/{self.seeds} seeds; sign test p = {_p_text(p)})"
 
 
 def check_claim_id(claim_id) -> str:

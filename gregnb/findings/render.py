@@ -77,7 +77,7 @@ class FindingsView:
                 own = [p for p in self.problems if p.startswith(claim.id + ":")]
                 this_run = "same verdict, numbers within the recorded spread" if not own else \
                     "DIFFERS: " + "; ".join(p.split(": ", 1)[1] for p in own)
-            yield claim.claim, claim.outcome(), numbers, this_run
+            yield claim.claim, claim.outcome_with_p(), numbers, this_run
 
     def header(self) -> list[str]:
         ch = self.current["chapter"]
@@ -89,6 +89,10 @@ class FindingsView:
             dirty = " with uncommitted changes" if p.get("dirty") else ""
             lines = [f"Committed record (normal mode), made {p.get('date', '?')} from commit "
                      f"{str(p.get('commit', '?'))[:10]}{dirty} on {p.get('machine', '?')}, torch {p.get('torch', '?')}."]
+        if any(c.get("seeds") for c in (self.recorded or self.current)["claims"]):
+            lines.append("A paired verdict counts the seeds won; its p is the exact one-sided sign test: the chance of "
+                         "winning at least that many seeds if each seed were a fair coin flip (all of 5 seeds: 1/32, "
+                         "all of 3: 1/8). \"holds\" means every seed won, not that p is small.")
         if self.fast:
             lines.append("This run is in FAST mode (fewer seeds and epochs): its verdicts are smoke tests and are "
                          "not comparable with the normal-mode record.")

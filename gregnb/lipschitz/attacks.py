@@ -63,10 +63,12 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
 
 
 def attack_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, eps_max: float, steps: int = 30,
-                  n_bisect: int = 7, temperature: float = 1.0) -> torch.Tensor:
+                  n_bisect: int = 7, temperature: float = 1.0, restarts: int = 1, seed: int = 0) -> torch.Tensor:
     """The smallest ℓ2 radius (within ``eps_max``) at which :func:`score_attack` flips each sample's
     decision, by bisection; ``inf`` where even ``eps_max`` does not flip it. An *upper* bound on the
-    true robust radius (a stronger attack could do better); any sound certificate must lie below it.
+    true robust radius (a stronger attack could do better: more ``steps``, more ``restarts`` from random
+    starts); any sound certificate must lie below it. Decisions are the model's own (its dtype:
+    ``E <= threshold`` compared as the model computes ``E``).
     """
     threshold = _number("threshold", threshold, low=-math.inf)
     eps_max = _number("eps_max", eps_max)
@@ -81,7 +83,8 @@ def attack_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, eps_ma
         out = torch.zeros(len(x), dtype=torch.bool)
         for mask, tgt in ((target_ood, "ood"), (~target_ood, "id")):
             if mask.any():
-                _, e_adv = score_attack(model, x[mask], eps[mask], tgt, steps=steps, temperature=temperature)
+                _, e_adv = score_attack(model, x[mask], eps[mask], tgt, steps=steps, temperature=temperature,
+                                        restarts=restarts, seed=seed)
                 out[mask] = (e_adv > threshold) if tgt == "ood" else (e_adv <= threshold)
         return out
 
@@ -97,14 +100,15 @@ def attack_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, eps_ma
 
 
 def certified_fraction(model: nn.Module, x: torch.Tensor, threshold: float, eps_grid, *, is_id: bool,
-                       lipschitz: str | float = "local", steps: int = 10, temperature: float = 1.0) -> torch.Tensor:
+                       lipschitz: str | float = "global", steps: int = 10, temperature: float = 1.0) -> torch.Tensor:
     """Certified detection curve: for each radius ``eps`` in ``eps_grid``, the fraction of ``x`` that is
     detected correctly (ID: ``E <= threshold`` if ``is_id``; OOD: ``E > threshold`` otherwise) *and*
     whose decision is certified within ``eps``: ``|threshold - E(x)| >= eps * L``.
 
-    ``lipschitz="local"`` uses :func:`local_lipschitz` on each ``B_eps(x)`` (an estimate: the curve is
-    then optimistic, not a guarantee); ``"global"`` uses :func:`global_lipschitz_bound` (sound); a
-    number uses that constant. Returns ``(len(eps_grid),)`` fractions.
+    ``lipschitz="global"`` (the default) uses :func:`global_lipschitz_bound` (an upper bound: a certified
+    curve); a number uses that constant (certified only if it is an upper bound); ``"local"`` uses
+    :func:`local_lipschitz` on each ``B_eps(x)``, an *estimate*: the curve is then an optimistic estimate
+    that certifies nothing. Returns ``(len(eps_grid),)`` fractions.
     """
     threshold = _number("threshold", threshold, low=-math.inf)
     if not isinstance(is_id, bool):

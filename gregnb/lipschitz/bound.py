@@ -164,12 +164,18 @@ def global_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None
 
 def certified_radius(energies: torch.Tensor, threshold: float, lipschitz: float | torch.Tensor,
                      eps: float | None = None) -> torch.Tensor:
-    """(E8): the radius within which each sample's decision cannot change.
+    """(E8): the radius within which each sample's decision cannot change, *given* a Lipschitz constant.
 
     A sample is ID when ``E <= threshold`` (LOW = ID), OOD otherwise. If the energy is
     ``L``-Lipschitz on the ball (``lipschitz``: one number, or one per sample), the decision holds for
     every ``x'`` with ``||x' - x|| < |threshold - E(x)| / L``; ``eps`` caps it (the ball the constant
     was computed on). A sample exactly at the threshold gets radius 0.
+
+    **A certificate only when ``lipschitz`` is an upper bound** on the ball, e.g.
+    :func:`global_lipschitz_bound`. With an *estimate* such as :func:`local_lipschitz` (the largest gradient
+    norm a search found: a lower bound on the true constant) the result is an **estimated radius** that
+    certifies nothing: it can exceed the true radius. Sound radii with rounding accounted for:
+    :func:`gregnb.certify.sound_radius`.
 
     Returns ``(N,)`` radii in input units (``inf`` where ``L == 0`` and no ``eps`` is given).
     """

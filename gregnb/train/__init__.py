@@ -9,15 +9,17 @@ step function with :func:`register_method` without touching the loop.
 
 The package, bottom up: ``registry`` (the method registry) → ``config`` (:class:`TrainConfig`, the one source
 of every setting, and :class:`History`) → ``methods`` (step functions) → ``checks`` and ``distributed`` →
-``loop`` (:func:`fit`, cut into named steps) → ``cli`` (``python -m gregnb.train``, flags generated from the
+``loop`` (:func:`fit`, cut into named steps) → ``stacked``, ``batched_steps`` and ``batched`` (:func:`fit_many`: many
+small models trained as one stacked network) → ``cli`` (``python -m gregnb.train``, flags generated from the
 config).
 """
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
 from .cli import main
 from .config import History, TrainConfig, selection_plan
 from .loop import accuracy, fit
+from .batched import fit_many
 from .registry import METHODS, StepFn, register_method
 
-__all__ = ["TrainConfig", "History", "fit", "accuracy", "METHODS", "register_method", "StepFn", "selection_plan",
-           "main"]
+__all__ = ["TrainConfig", "History", "fit", "fit_many", "accuracy", "METHODS", "register_method", "StepFn",
+           "selection_plan", "main"]
 

@@ -8,24 +8,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import types
+import typing
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import check_writable, load_checkpoint, load_model_state
 from ..config import device as default_device
-from ..config import seed_everything
+from ..config import display_path, seed_everything
 from ..data import DATASETS, load_dataset
 from ..data.base import Benchmark
-from ..evaluate import evaluate
+from ..data.cifar import DEFAULT_MARGINS, ood_search
+from ..evaluate import evaluate, summary
 from ..losses import CONVENTIONS, propose_margins
 from ..models import ARCHS, build_model
 from ..presets import PRESETS, get_preset
 from ..sampling import SAMPLERS
-from .config import OPTIMIZERS, PENALIZE, SCHEDULES, config_fields
+from .config import OPTIMIZERS, PENALIZE, SCHEDULES, config_fields, field_types
 from .distributed import dist_info
 from .loop import fit
-from .registry import METHODS
+from .registry import METHODS, margin_methods
 
 __all__ = ["main"]
 
@@ -34,6 +37,27 @@ _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "convention": CONVEN
             "sampler": tuple(sorted(SAMPLERS))}
 #: TrainConfig fields that are not flags (set by the command itself, or only from Python)
 _NOT_FLAGS = ("method", "seed", "progress", "extra", "m_in", "m_out")
+#: help for the flags that take several numbers (their types come from TrainConfig like every other flag's)
+_HELP = {"milestones": dict(help="epochs at which the multistep schedule decays"),
+         "window": dict(metavar=("START", "END"), help="greg+: energy-sorted slice of the candidates kept")}
+
+
+def _flag(name: str, hint, default) -> dict:
+    """``add_argument`` keywords for a TrainConfig field, from its declared type: ``bool`` -> ``--x/--no-x``;
+    ``int``/``float``/``str`` (or ``X | None``) -> one value; ``tuple[X, ...]`` -> one or more, ``tuple[X, X]`` ->
+    exactly two."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag takes an X
+        hint = args[0] if len(args) == 1 else hint
+    if hint is bool:
+        return dict(action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        many = len(items) == 2 and items[1] is Ellipsis
+        return dict(type=items[0], nargs="+" if many else len(items), **_HELP.get(name, {}))
+    if hint not in (int, float, str):
+        raise TypeError(f"TrainConfig.{name}: no command-line flag for type {hint!r}; add it to _NOT_FLAGS or to _flag")
+    return dict(type=hint, choices=_CHOICES.get(name), help=f"default {default}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,21 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--m-out", type=float, help="energy margin for outliers")
     settings = ap.add_argument_group("training settings (gregnb.train.TrainConfig; default: the preset's, else the "
                                      "field's default)")
+    hints = field_types()
     for name, default in config_fields().items():
-        if name in _NOT_FLAGS:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            settings.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
-        elif name == "milestones":
-            settings.add_argument(flag, type=int, nargs="+", help="epochs at which the multistep schedule decays")
-        elif name == "window":
-            settings.add_argument(flag, type=int, nargs=2, metavar=("START", "END"),
-                                  help="greg+: energy-sorted slice of the candidates kept")
-        else:
-            kind = int if name in ("epochs", "batch_size", "aux_batch_size", "grad_every", "candidate_factor",
-                                   "n_clusters") else (str if name in _CHOICES else float)
-            settings.add_argument(flag, type=kind, choices=_CHOICES.get(name), help=f"default {default}")
+        if name not in _NOT_FLAGS:
+            settings.add_argument("--" + name.replace("_", "-"), **_flag(name, hints[name], default))
     ap.add_argument("--out", required=True, help="folder for last.pt and metrics.json")
     ap.add_argument("--resume", action="store_true",
                     help="continue from OUT/last.pt if it exists (same settings; --epochs may grow on a finished run)")
@@ -97,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.setdefault("method", "ce")
     needs_margins = METHODS[settings["method"]].needs_margins
     if args.m_in is not None and not needs_margins:
-        users = sorted(k for k, v in METHODS.items() if v.needs_margins)
-        ap.error(f"--m-in/--m-out are the energy margins of the methods {users}; method {settings['method']!r} "
+        ap.error(f"--m-in/--m-out are the energy margins of the methods {margin_methods()}; method {settings['method']!r} "
                  f"does not use them")
     for key in config_fields():
         if getattr(args, key, None) is not None and key not in ("method", "seed", "m_in", "m_out"):
@@ -145,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         elif saved_cfg.get("m_in") is not None and saved_cfg.get("method") == settings["method"]:
             settings["m_in"], settings["m_out"] = saved_cfg["m_in"], saved_cfg["m_out"]  # the margins that ran
         elif margins == "dataset":
-            from .data.cifar import DEFAULT_MARGINS
-
+            if args.dataset not in DEFAULT_MARGINS:
+                raise ValueError(f"the preset's margins are the energy paper's for {sorted(DEFAULT_MARGINS)}, not "
+                                 f"{args.dataset!r}: give --m-in and --m-out")
             settings["m_in"], settings["m_out"] = DEFAULT_MARGINS[args.dataset]
         elif isinstance(margins, tuple):
             settings["m_in"], settings["m_out"] = margins
@@ -169,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                        settings={k: (list(ran.get(k, v)) if isinstance(ran.get(k, v), tuple) else ran.get(k, v))
                                  for k, v in settings.items()},
                        extensions=history.extensions, history={k: list(v) for k, v in history.items()})
+        if args.dataset != "digits":  # the paper's OOD sets are files: record which were found, where the rest go
+            results["ood_search"] = ood_search(data.ood, args.data_root)
         (out / "metrics.json").write_text(json.dumps(results, indent=2))
-        print(f"accuracy {100 * results['accuracy']:.2f}%  mean FPR95 {100 * results['mean']['fpr95']:.2f}%  "
-              f"mean AUROC {100 * results['mean']['auroc']:.2f}%  -> {out / 'metrics.json'}")
+        print(f"{summary(results, results.get('ood_search'))}  -> {display_path(out / 'metrics.json')}")
     if distributed:
         import torch.distributed as dist
 

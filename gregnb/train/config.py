@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import math
 import numbers
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from ..losses import CONVENTIONS
-from ..sampling import SAMPLERS, SelectionPlan, plan_selection
+from ..sampling import CANDIDATE_FACTOR, SAMPLERS, SelectionPlan, plan_selection
 from .registry import METHODS
 
 __all__ = ["TrainConfig", "History", "selection_plan", "plain_config", "config_fields", "OPTIMIZERS", "SCHEDULES",
-           "PENALIZE"]
+           "PENALIZE", "AUX_BATCH_FACTOR"]
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant", "multistep")
 PENALIZE = ("correct", "all")  # the gradient term on correctly detected samples (GReg), or on all (ablation)
+#: the default OOD batch of the outlier methods: this many times the ID batch (the energy paper's CIFAR recipe)
+AUX_BATCH_FACTOR = 2
 
 
 @dataclass
@@ -30,8 +33,9 @@ class TrainConfig:
     ``batch_size``, as in the energy paper's CIFAR recipe). For ``"greg+"`` it is the number of *picks*
     (default 2x the batch two-way, 1x one-way, as in the authors' code) taken from
     ``candidate_factor`` x ``batch_size`` candidates; it must stay below the candidate count.
-    Outlier methods: ``m_in``/``m_out`` are the energy margins (required by "energy", "greg",
-    "oe+grad"; see :func:`gregnb.losses.propose_margins`), ``lambda_s``, ``lambda_grad``,
+    Outlier methods: ``m_in``/``m_out`` are the energy margins (required by the methods registered with
+    ``needs_margins``: "energy", "greg", "oe+grad", "greg+"; see :func:`gregnb.losses.propose_margins`),
+    ``lambda_s``, ``lambda_grad``,
     ``lambda_oe`` the loss weights, ``convention`` "paper" (the paper's equation) or "reference" (the authors'
     code: a 1/N weight; see :func:`gregnb.losses.greg_penalty`),
     ``penalize`` "correct" (the method) or "all" (ablation), ``grad_every`` = k applies the gradient
@@ -70,7 +74,7 @@ class TrainConfig:
     grad_every: int = 1
     temperature: float = 1.0
     log_grad_norms: bool = True
-    candidate_factor: int = 6
+    candidate_factor: int = CANDIDATE_FACTOR
     sampler: str = "energy_cluster"
     two_way: bool = True
     n_clusters: int | None = None
@@ -111,14 +115,34 @@ class TrainConfig:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
         if self.window is not None:
             self.window = tuple(int(w) for w in self.window)
-        if self.method == "greg+":
-            selection_plan(self)  # validates sampler, picks, k and window against the candidate batch now
+        if METHODS[self.method].check is not None:
+            METHODS[self.method].check(self)  # greg+: sampler, picks, k and window against the candidate batch
         if METHODS[self.method].needs_margins:
             if self.m_in is None or self.m_out is None:
                 raise ValueError(f"method {self.method!r} needs the energy margins m_in and m_out; "
                                  f"gregnb.losses.propose_margins(model, data.train_x, data.aux_x) suggests a pair")
             if not self.m_in < self.m_out:
                 raise ValueError(f"m_in must be below m_out (low energy = ID), got {self.m_in}, {self.m_out}")
+
+    @property
+    def aux_per_step(self) -> int:
+        """Pool samples one step draws: the method's own rule (greg+: its candidates), else the OOD batch
+        ``aux_batch_size``, by default :data:`AUX_BATCH_FACTOR` x ``batch_size``. (0 is not returned for methods
+        without outliers: they draw none whatever this says; see ``METHODS[method].uses_aux``.)"""
+        spec = METHODS[self.method]
+        return spec.aux_size(self) if spec.aux_size else (self.aux_batch_size or AUX_BATCH_FACTOR * self.batch_size)
+
+    def plan_selection(self, batch_size: int | None = None, n_candidates: int | None = None) -> SelectionPlan:
+        """GReg+'s selection for this config, through :func:`gregnb.sampling.plan_selection`: ``candidate_factor`` x
+        the ID batch scored, ``aux_batch_size`` (default 2x the batch two-way, 1x one-way) picked.
+        ``batch_size``/``n_candidates`` give a step's local sizes (a tail batch, one process's shard); the picks
+        then scale with the batch."""
+        b = self.batch_size if batch_size is None else batch_size
+        picks = self.aux_batch_size
+        if picks is not None and b != self.batch_size:
+            picks = max(1, round(picks * b / self.batch_size))
+        return plan_selection(self.sampler, b, two_way=self.two_way, n_clusters=self.n_clusters, window=self.window,
+                              candidate_factor=self.candidate_factor, n_picks=picks, n_candidates=n_candidates)
 
 
 def _whole(name: str, v, low: int = 1, why: str = "", optional: bool = False) -> int | None:
@@ -147,16 +171,16 @@ def config_fields() -> dict[str, object]:
     return {f.name: f.default for f in fields(TrainConfig)}
 
 
+def field_types() -> dict[str, object]:
+    """Each :class:`TrainConfig` field's declared type, resolved (``int``, ``float | None``, ``tuple[int, ...]``):
+    what the command line's flag types are read from."""
+    return typing.get_type_hints(TrainConfig)
+
+
 def selection_plan(cfg: TrainConfig, batch_size: int | None = None, n_candidates: int | None = None) -> SelectionPlan:
-    """GReg+'s selection for a config: ``candidate_factor`` x the ID batch scored, ``aux_batch_size`` (default
-    2x the batch two-way, 1x one-way) picked. ``batch_size``/``n_candidates`` give a step's local sizes (a
-    tail batch, one process's shard); the picks then scale with the batch."""
-    b = cfg.batch_size if batch_size is None else batch_size
-    picks = cfg.aux_batch_size
-    if picks is not None and b != cfg.batch_size:
-        picks = max(1, round(picks * b / cfg.batch_size))
-    return plan_selection(cfg.sampler, b, two_way=cfg.two_way, n_clusters=cfg.n_clusters, window=cfg.window,
-                          candidate_factor=cfg.candidate_factor, n_picks=picks, n_candidates=n_candidates)
+    """Deprecated name of :meth:`TrainConfig.plan_selection` (one verb for making a plan, as in
+    :func:`gregnb.sampling.plan_selection`): ``selection_plan(cfg, ...) == cfg.plan_selection(...)``."""
+    return cfg.plan_selection(batch_size, n_candidates)
 
 
 class History(dict):

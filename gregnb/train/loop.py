@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from ..config import device as default_device
-from ..config import seed_everything
+from ..config import display_path, seed_everything
 from ..data.base import Benchmark
 from ..inference import predict_logits
 from ..lipschitz import input_gradient_norm
@@ -117,8 +117,7 @@ def _prepare_run(model, data, cfg, device, checkpoint, resume, overwrite) -> _Ru
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     check_checkpoint_path(ckpt_path, resume, overwrite, rank)
     check_data(model, data, spec, dev, world)
-    # pool samples drawn per step: the method's own rule (greg+: its candidates), else the OOD batch
-    aux_per_step = spec.aux_size(cfg) if spec.aux_size else (cfg.aux_batch_size or 2 * cfg.batch_size)
+    aux_per_step = cfg.aux_per_step  # pool samples drawn per step
     if world > 1 and (cfg.batch_size % world or aux_per_step % world or cfg.batch_size < 2 * world):
         raise ValueError(f"batch_size ({cfg.batch_size}) and the outlier batch ({aux_per_step}) are global and must "
                          f"divide by the number of processes ({world}), with at least 2 ID samples per process")
@@ -291,6 +290,6 @@ def _rebuild_schedule(opt, sched, cfg: TrainConfig, ext: dict, path: Path, step:
     else:
         how = f"the {cfg.schedule} schedule continues (learning rate {lr:.3g})"
     if announce:
-        print(f"{path}: extending a finished {ext['from_epochs']}-epoch run to {ext['to_epochs']} epochs; {how}. The "
+        print(f"{display_path(path)}: extending a finished {ext['from_epochs']}-epoch run to {ext['to_epochs']} epochs; {how}. The "
               f"result differs from a {ext['to_epochs']}-epoch run from scratch; the checkpoint records the extension.",
               flush=True)

@@ -8,7 +8,7 @@
   come from the energy margins).
 * ``"greg+"``: GReg with energy-based sampling: each step draws ``candidate_factor`` x batch pool samples (the
   candidates), scores them in eval mode and trains on the strict subset a sampler picks (Algorithm 1 of the
-  paper; :func:`gregnb.train.selection_plan`).
+  paper; :meth:`gregnb.train.TrainConfig.plan_selection`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..inference import eval_mode
 from ..losses import greg_objective, greg_penalty, oe_loss
 from ..scores import energy
-from .config import TrainConfig, selection_plan
+from .config import TrainConfig
 from .registry import register_method
 
 __all__: list[str] = []
@@ -78,7 +78,7 @@ def _oe_grad_step(model, x, y, x_aux, cfg, step):
 
 def _gregplus_step(model, x, y, candidates, cfg, step):
     """Score the candidates in eval mode, let the sampler pick the OOD batch, then a GReg step."""
-    plan = selection_plan(cfg, len(x), len(candidates))
+    plan = cfg.plan_selection(len(x), len(candidates))
     with eval_mode(model), torch.no_grad():
         logits, feats = model(candidates, return_features=True)
         e = energy(logits, cfg.temperature)
@@ -98,4 +98,4 @@ register_method("energy", _energy_step, uses_aux=True, needs_margins=True)
 register_method("greg", _greg_step, uses_aux=True, needs_margins=True)
 register_method("oe+grad", _oe_grad_step, uses_aux=True, needs_margins=True)
 register_method("greg+", _gregplus_step, uses_aux=True, needs_margins=True,
-                aux_size=lambda cfg: selection_plan(cfg).n_candidates)
+                aux_size=lambda cfg: cfg.plan_selection().n_candidates, check=TrainConfig.plan_selection)

@@ -11,9 +11,8 @@ built; a control change only recomputes cheap functions of those cached outputs.
 from ..sketchpad import PointExplorer, Sketchpad
 from .base import FigureExplorer
 from .greg import lambda_explorer, margin_explorer, taylor_explorer
-from .radius import radius_explorer
 from .sampling import sampling_explorer
 from .scores import dataset_browser, temperature_explorer
 
 __all__ = ["FigureExplorer", "temperature_explorer", "dataset_browser", "margin_explorer", "taylor_explorer",
-           "lambda_explorer", "sampling_explorer", "radius_explorer", "Sketchpad", "PointExplorer"]
+           "lambda_explorer", "sampling_explorer", "Sketchpad", "PointExplorer"]

@@ -1,0 +1,134 @@
+"""One model at a time vs all at once (gregnb.train.fit_many) on chapter 03's λ∇ sweep, in one run.
+
+The sweep: "energy loss", GReg at λ∇ in (0.03, 0.1, 0.3, 1, 3) and GReg in the authors' weighting, over 5 seeds,
+each fine-tuned from its seed's CE model with the chapter's digits recipe (batch 64 + 128 outliers, lr 1e-3),
+margins proposed from the CE model, as chapter 03 runs it in normal mode; only the number of epochs is reduced
+(``--epochs``, default 1; the chapter uses 10). ``--toy`` also times the chapter's toy sweep (the same rows
+plus "every sample", trained from scratch on the 2-D blobs with the MLP).
+
+Printed: wall time of each way, the speed-up (target of issue 25: >= 4x), the achieved FLOP/s (FLOPs counted by
+torch.utils.flop_counter over one member-epoch of each row, forward, backward and GReg's double backward
+included) and, for scale, the FLOP/s of one square float32 matmul with as many FLOPs as one batched step.
+
+    .venv/bin/python benchmarks/sweep.py [--epochs 1] [--seeds 5] [--threads N] [--toy]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from gregnb.data.digits import load_benchmark
+from gregnb.data.toy2d import load_toy
+from gregnb.experiments import default_model, train_classifiers
+from gregnb.losses import propose_margins
+from gregnb.presets import FINETUNE_RECIPES, SCRATCH_RECIPES
+from gregnb.train import fit, fit_many
+
+LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+ROWS = {"energy loss": dict(method="energy"),
+        **{f"GReg λ∇={lam:g}": dict(method="greg", lambda_grad=lam) for lam in LAMBDAS},
+        "GReg reference": dict(method="greg", convention="reference")}
+
+
+def sweep_jobs(data, seeds, epochs, scratch: bool, rows: dict):
+    """(initial model, config) for every seed x row, as chapter 03's compare_methods builds them."""
+    kind = "toy" if data.input_shape == (2,) else "digits"
+    bases = train_classifiers(data, seeds, cache=False, epochs=2 if kind == "digits" else 10)
+    jobs = []
+    for seed, (base, _) in zip(seeds, bases):
+        m_in, m_out = propose_margins(base, data.train_x, data.aux_x)
+        for kw in rows.values():
+            recipe = dict((SCRATCH_RECIPES if scratch else FINETUNE_RECIPES)[kind], seed=seed, m_in=m_in, m_out=m_out,
+                          epochs=epochs, progress=False, **kw)
+            jobs.append((default_model(data, seed) if scratch else copy.deepcopy(base), recipe))
+    return jobs
+
+
+class _CountFlops(TorchDispatchMode):
+    """FLOPs of every matmul / convolution run under it (forward, backward, double backward), by torch's own
+    formulas (torch.utils.flop_counter), without FlopCounterMode's module hooks (they refuse autograd.grad)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def count_flops(data, jobs) -> float:
+    """FLOPs of the whole sweep: one member-epoch of each row counted, times the epochs and seeds."""
+    total, seen = 0.0, {}
+    for model, cfg in jobs:
+        key = tuple(sorted((k, str(v)) for k, v in cfg.items() if k not in ("seed", "m_in", "m_out")))
+        if key not in seen:
+            counter = _CountFlops()
+            with counter:
+                fit(copy.deepcopy(model), data, **dict(cfg, epochs=1, log_grad_norms=False))
+            seen[key] = counter.total
+        total += seen[key] * cfg["epochs"]
+    return total
+
+
+def matmul_flops_per_s(flops: float, repeats: int = 5) -> tuple[int, float]:
+    """GFLOP/s of a square float32 matmul with about ``flops`` FLOPs (n x n times n x n: 2 n^3)."""
+    n = max(64, int(round((flops / 2) ** (1 / 3))))
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return n, 2 * n ** 3 * repeats / (time.perf_counter() - t0)
+
+
+def compare(name, data, jobs) -> float:
+    t0 = time.perf_counter()
+    for model, cfg in copy.deepcopy(jobs):
+        fit(model, data, **cfg)
+    alone = time.perf_counter() - t0
+    models, cfgs = zip(*copy.deepcopy(jobs))
+    t0 = time.perf_counter()
+    fit_many(list(models), data, list(cfgs), progress=False)
+    batched = time.perf_counter() - t0
+    print(f"{name}: {len(jobs)} models; one at a time {alone:.1f} s, batched {batched:.1f} s: speed-up "
+          f"{alone / batched:.2f}x", flush=True)
+    flops = count_flops(data, jobs)
+    steps = sum(-(-len(data.train_x) // c["batch_size"]) * c["epochs"] for _, c in jobs) / len(jobs)
+    n, mm = matmul_flops_per_s(flops / steps)
+    print(f"  {flops / 1e9:.1f} GFLOP in all: one at a time {flops / alone / 1e9:.1f} GFLOP/s, batched "
+          f"{flops / batched / 1e9:.1f} GFLOP/s; a {n}x{n} matmul (one batched step's FLOPs) runs at {mm / 1e9:.1f} "
+          f"GFLOP/s, so batched training reaches {100 * flops / batched / mm:.0f}% of it")
+    return alone / batched
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--toy", action="store_true", help="also time the chapter's toy sweep")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    seeds = list(range(args.seeds))
+    digits = load_benchmark(seed=0)
+    compare("chapter 03 digits sweep", digits, sweep_jobs(digits, seeds, args.epochs, False, ROWS))
+    if args.toy:
+        toy = load_toy("blobs", seed=0, n_aux=200, aux_region="left")
+        rows = {**ROWS, "every sample": dict(method="greg", penalize="all")}
+        compare("chapter 03 toy sweep", toy, sweep_jobs(toy, seeds, 4 * args.epochs, True, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Train many small models as one: :func:`fit_many`.
+
+The seeds x settings of a sweep are small networks (the 2-D MLP, the 8x8 digits CNN) trained with the same
+loop. :func:`fit_many` puts the members whose steps have the same shape into one group and trains each group as
+one stacked network (:mod:`gregnb.train.stacked`): one forward, one backward and one optimiser step per step
+for all members. Each member keeps what :func:`gregnb.train.fit` would give it alone: its initial weights, its
+own seeded generator consumed in the same order (data order, outlier draws, augmentation), its margins and loss
+weights, its GReg penalty (convention, masks, lazy schedule) and, for ``"greg+"``, its own sampler picks from
+candidates scored in eval mode. The result equals ``fit`` on each model to floating-point tolerance
+(``tests/test_batched.py``); models that cannot be stacked (other architectures, ``amp``, several processes)
+are trained one at a time by ``fit``.
+
+What differs: ``epoch_seconds`` is the group's epoch wall time divided by its number of members (the amortised
+cost; a group's members share their steps) and the history records that number as ``group_size``.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import device as default_device
+from ..config import seed_everything
+from ..data.base import Benchmark
+from . import distributed
+from .batched_steps import STEPS, MemberSettings, grad_weights
+from .checks import check_data
+from .config import History, TrainConfig, plain_config
+from .loop import fit, make_optimizer, make_scheduler
+from .registry import METHODS
+from .stacked import StackedNet, stack_signature, unstack_into
+
+__all__ = ["fit_many", "group_members", "MAX_MEMBERS"]
+
+#: the default cap on a stacked group's members, per architecture kind (see :func:`fit_many`)
+MAX_MEMBERS = {"vector": 64, "image": 12}
+#: settings every member of a group shares (the step's shape, the optimiser and its schedule)
+_SHARED = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "milestones", "gamma",
+           "log_grad_norms")
+
+
+def _group_key(model: nn.Module, cfg: TrainConfig, dev: torch.device):
+    """Members with equal keys train together; None = train alone with ``fit``."""
+    sig = stack_signature(model)
+    if sig is None or cfg.method not in STEPS or (cfg.amp and dev.type == "cuda") or distributed.dist_info()[1] > 1:
+        return None
+    family = "greg" if cfg.method == "energy" else cfg.method
+    uses_grad = cfg.method in ("greg", "oe+grad", "greg+") and cfg.lambda_grad != 0
+    shape = [family, cfg.aux_per_step if METHODS[cfg.method].uses_aux else 0,
+             ("every", cfg.grad_every) if uses_grad else None]
+    if cfg.method == "greg+":
+        plan = cfg.plan_selection()
+        shape.append((plan.n_candidates, plan.n_picks))
+    return (sig, tuple(shape), tuple(getattr(cfg, k) for k in _SHARED), cfg.channels_last)
+
+
+def group_members(models: list[nn.Module], cfgs: list[TrainConfig], dev: torch.device) -> list[list[int]]:
+    """The members' indices, grouped as :func:`fit_many` trains them (a one-member group for each that
+    trains alone), in order of first appearance."""
+    groups: dict = {}
+    out: list[list[int]] = []
+    for i, (m, c) in enumerate(zip(models, cfgs)):
+        key = _group_key(m, c, dev)
+        if key is None:
+            out.append([i])
+        elif key in groups:
+            groups[key].append(i)
+        else:
+            groups[key] = [i]
+            out.append(groups[key])
+    return out
+
+
+def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, device: str | torch.device | None = None,
+             progress: bool = True, desc: str = "training", max_members: int | None = None) -> list[History]:
+    """Train ``models[i]`` on ``data`` with ``configs[i]`` (``method`` plus :class:`TrainConfig` fields, as
+    :func:`gregnb.train.fit` takes them), many at once; returns each member's :class:`History`.
+
+    ``models`` are trained in place (left in eval mode, as ``fit`` leaves them). ``max_members`` caps a
+    stacked group (larger groups are split; default :data:`MAX_MEMBERS` for the architecture: a CNN step's
+    activations, and GReg's double-backward graph, grow with every member, and on a CPU a convolution step
+    costs about as much per member stacked as alone, so large CNN groups buy memory, not time). ``progress`` shows one bar over all members' epochs with the
+    expected remaining time. Each member's own ``progress`` setting is ignored.
+    """
+    if len(models) != len(configs):
+        raise ValueError(f"got {len(models)} models and {len(configs)} configs; pass one config per model")
+    if len({id(m) for m in models}) != len(models):
+        raise ValueError("fit_many trains each model in place: pass distinct model objects (copy.deepcopy a "
+                         "shared one)")
+    cfgs = [TrainConfig(**{**c, "progress": False}) for c in configs]
+    dev = torch.device(device) if device is not None else default_device()
+    histories: list[History | None] = [None] * len(models)
+    groups = []
+    for g in group_members(models, cfgs, dev):
+        sig = stack_signature(models[g[0]])
+        cap = max_members or MAX_MEMBERS[sig[0] if sig else "vector"]
+        groups += [g[i:i + cap] for i in range(0, len(g), cap)]
+    bar = tqdm(total=sum(c.epochs for c in cfgs), desc=desc, unit="model-epoch", disable=not progress or not models,
+               smoothing=0.0)
+    try:
+        for g in groups:
+            if len(g) == 1 and _group_key(models[g[0]], cfgs[g[0]], dev) is None:
+                i = g[0]
+                histories[i] = fit(models[i], data, device=dev, **plain_config(cfgs[i]))
+                bar.update(cfgs[i].epochs)
+                continue
+            for i, h in zip(g, _fit_group([models[i] for i in g], data, [cfgs[i] for i in g], dev, bar)):
+                histories[i] = h
+    finally:
+        bar.close()
+    return histories
+
+
+def _fit_group(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig], dev: torch.device,
+               bar) -> list[History]:
+    """Train one group of stackable members with equal step shapes as one :class:`StackedNet`."""
+    cfg0, m = cfgs[0], len(models)
+    spec = METHODS[cfg0.method]
+    gens = [seed_everything(c.seed) for c in cfgs]
+    seed_everything(cfg0.seed)
+    for model in models:
+        model.to(dev)
+    check_data(models[0], data, spec, dev, 1)
+    net = StackedNet(models).to(dev)
+    if cfg0.channels_last and data.train_x.ndim == 4 and dev.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    settings = MemberSettings.of(cfgs, dev)
+    aux_per_step = cfg0.aux_per_step
+    steps_per_epoch = math.ceil(len(data.train_x) / cfg0.batch_size)
+    opt = make_optimizer(net, cfg0)
+    sched = make_scheduler(opt, cfg0, steps_per_epoch)
+    probes = _probes(data, cfgs, dev)
+    histories = [History() for _ in models]
+    step = 0
+    for epoch in range(cfg0.epochs):
+        t0 = time.perf_counter()
+        net.train()
+        sums: dict[str, list[torch.Tensor]] = {}
+        trained_on: list[set[int]] = [set() for _ in models]
+        orders = [torch.randperm(len(data.train_x), generator=g) for g in gens]
+        for i in range(steps_per_epoch):
+            batch = _prepare_batch(data, orders, i, cfg0.batch_size, steps_per_epoch, gens,
+                                   aux_per_step if spec.uses_aux else 0, dev)
+            if batch is None:
+                continue
+            x, y, x_aux, aux_idx = batch
+            w = torch.tensor(grad_weights(cfgs, step), device=dev)
+            if cfg0.method == "greg+":
+                loss, logs, picked = STEPS["greg+"](net, x, y, x_aux, settings, w, step)
+            else:
+                loss, logs, picked = STEPS[cfg0.method](net, x, y, x_aux, settings, w)
+            if not bool(torch.isfinite(loss).all()):
+                j = int((~torch.isfinite(loss)).nonzero()[0])
+                raise FloatingPointError(f"non-finite loss ({loss[j].item()}) at step {step} (epoch {epoch + 1}) of "
+                                         f"member {j} (seed {cfgs[j].seed}, method {cfgs[j].method!r}); lower the "
+                                         f"learning rate (now {sched.get_last_lr()[0]:.3g}) or check the inputs")
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            sched.step()
+            step += 1
+            for k, v in {"loss": loss.detach(), **logs}.items():
+                sums.setdefault(k, []).append(v.detach().double().cpu())
+            if aux_idx is not None:
+                used = torch.gather(aux_idx, 1, picked.cpu()) if picked is not None else aux_idx
+                for j, row in enumerate(used.tolist()):
+                    trained_on[j].update(row)
+        seconds = time.perf_counter() - t0
+        _record_epoch(net, data, histories, cfgs, sums, trained_on, seconds, sched, probes, spec.uses_aux, epoch)
+        bar.update(m)
+        bar.set_postfix(method=cfg0.method, members=m)
+    unstack_into(net, models)
+    for model, h, c in zip(models, histories, cfgs):
+        model.eval()
+        h.config, h.extensions = plain_config(c), []
+    return histories
+
+
+def _probes(data: Benchmark, cfgs: list[TrainConfig], dev: torch.device):
+    """Each member's fixed probes for the gradient-norm curves (as :func:`gregnb.train.fit` draws them)."""
+    ids, auxs = [], []
+    for c in cfgs:
+        g = torch.Generator().manual_seed(c.seed + 1)
+        ids.append(data.train_x[torch.randperm(len(data.train_x), generator=g)[:256]])
+        if data.aux_x is not None and len(data.aux_x):
+            auxs.append(data.aux_x[torch.randperm(len(data.aux_x), generator=g)[:256]])
+    prep = lambda xs: torch.stack([data.prepare_eval(x.to(dev)) for x in xs])  # noqa: E731
+    return prep(ids), (prep(auxs) if auxs else None)
+
+
+def _prepare_batch(data, orders, i, batch_size, steps_per_epoch, gens, aux_per_step, dev):
+    """Step ``i``'s batches for every member ``(M, B, ...)``, each drawn with its own generator in the order
+    :func:`gregnb.train.fit` draws them; None for a one-sample tail."""
+    idx = torch.stack([o[i * batch_size:(i + 1) * batch_size] for o in orders])
+    if idx.shape[1] < 2 and steps_per_epoch > 1:
+        return None
+    xs, x_auxs, aux_rows = [], [], []
+    for j, g in enumerate(gens):
+        a = torch.randint(len(data.aux_x), (aux_per_step,), generator=g) if aux_per_step else None
+        xs.append(data.prepare_train(data.train_x[idx[j]].to(dev), g))
+        if a is not None:
+            x_auxs.append(data.prepare_train(data.aux_x[a].to(dev), g))
+            aux_rows.append(a)
+    y = data.train_y[idx].to(dev)
+    if not aux_per_step:
+        return torch.stack(xs), y, None, None
+    return torch.stack(xs), y, torch.stack(x_auxs), torch.stack(aux_rows)
+
+
+@torch.no_grad()
+def _logits(net: StackedNet, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Eval-mode logits ``(M, N, K)`` of every member on the same inputs ``x (N, ...)``."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        out.append(net(xb.unsqueeze(0).expand(net.n_members, *xb.shape)))
+    return torch.cat(out, 1)
+
+
+def _grad_norms(net: StackedNet, x: torch.Tensor) -> list[float]:
+    """Each member's mean ``||grad_x E||`` on its probes ``x (M, N, ...)`` in eval mode (as
+    :func:`gregnb.lipschitz.input_gradient_norm`, temperature 1)."""
+    with torch.enable_grad():
+        xb = x.detach().requires_grad_(True)
+        e = -torch.logsumexp(net(xb), dim=-1)
+        (g,) = torch.autograd.grad(e.sum(), xb)
+    return g.flatten(2).norm(dim=2).mean(1).tolist()
+
+
+def _record_epoch(net, data, histories, cfgs, sums, trained_on, seconds, sched, probes, uses_aux, epoch) -> None:
+    """Each member's epoch record, with the keys and order of :func:`gregnb.train.fit`'s history."""
+    if not sums:
+        raise RuntimeError(f"epoch {epoch + 1} ran no training step ({len(data.train_x)} samples, batch_size "
+                           f"{cfgs[0].batch_size})")
+    means = {k: torch.stack(v).sum(0) / len(v) for k, v in sums.items()}
+    net.eval()
+    test_x = data.prepare_eval(data.test_x.to(next(net.parameters()).device))
+    acc = (_logits(net, test_x).argmax(-1).cpu() == torch.as_tensor(data.test_y).cpu()).float().mean(1).tolist()
+    gn_id = _grad_norms(net, probes[0]) if cfgs[0].log_grad_norms else None
+    gn_aux = _grad_norms(net, probes[1]) if cfgs[0].log_grad_norms and probes[1] is not None else None
+    lr = sched.get_last_lr()[0]
+    for j, h in enumerate(histories):
+        for k, v in means.items():
+            h.setdefault(k, []).append(float(v[j]))
+        h.setdefault("lr", []).append(lr)
+        if uses_aux:
+            h.setdefault("aux_distinct", []).append(float(len(trained_on[j])))
+        h.setdefault("epoch_seconds", []).append(seconds / len(histories))
+        h.setdefault("test_acc", []).append(acc[j])
+        if gn_id is not None:
+            h.setdefault("grad_norm_id", []).append(gn_id[j])
+            if gn_aux is not None:
+                h.setdefault("grad_norm_aux", []).append(gn_aux[j])
+        h.setdefault("group_size", []).append(float(len(histories)))

@@ -1,0 +1,137 @@
+"""Many models trained as one (gregnb.train.fit_many) against each trained alone by fit (the independent
+computation): same seed, same init -> the same weights and histories, to floating-point tolerance, for every
+method; a member does not depend on the others in its group; the cache stores members as single runs."""
+import dataclasses
+
+import pytest
+import torch
+
+from gregnb.data.digits import load_benchmark
+from gregnb.data.toy2d import load_toy
+from gregnb.experiments import default_model, train_classifier, train_classifiers
+from gregnb.losses import propose_margins
+from gregnb.models import LipschitzCNN
+from gregnb.train import TrainConfig, fit, fit_many
+from gregnb.train.batched import group_members
+from gregnb.train.stacked import StackedNet, unstack_into
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_toy("blobs", seed=0, n_train=100, n_aux=200, aux_region="left")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_benchmark(seed=0)
+    return dataclasses.replace(d, train_x=d.train_x[:98], train_y=d.train_y[:98], test_x=d.test_x[:60],
+                               test_y=d.test_y[:60], aux_x=d.aux_x[:1500])
+
+
+def _margins(data):
+    """Margins inside the initial model's energies, so the GReg masks select some rows and not others."""
+    m_in, m_out = propose_margins(default_model(data, 0), data.train_x, data.aux_x)
+    return dict(m_in=m_in + 0.05, m_out=m_in + 0.3)
+
+
+def _configs(data, seeds):
+    mg, base = _margins(data), dict(epochs=2, batch_size=32, lr=3e-3)
+    kinds = [dict(method="ce"), dict(method="oe", aux_batch_size=48), dict(method="energy", aux_batch_size=48, **mg),
+             dict(method="greg", lambda_grad=0.3, aux_batch_size=48, **mg),
+             dict(method="greg", convention="reference", aux_batch_size=48, **mg),
+             dict(method="greg", penalize="all", aux_batch_size=48, temperature=2.0, **mg),
+             dict(method="greg", convention="reference", penalize="all", aux_batch_size=48, **mg),
+             dict(method="greg", grad_every=2, aux_batch_size=48, **mg),
+             dict(method="oe+grad", lambda_grad=0.5, aux_batch_size=48, **mg),
+             dict(method="greg+", candidate_factor=3, **mg),
+             dict(method="greg+", candidate_factor=3, sampler="greedy", **mg),
+             dict(method="greg+", candidate_factor=3, two_way=False, lambda_grad=0.0, **mg)]
+    return [{**base, **k, "seed": s} for k in kinds for s in seeds]
+
+
+def _close(a, b, rtol):
+    scale = max(a.abs().max().item(), 1e-3)
+    return (a - b).abs().max().item() <= rtol * scale
+
+
+@pytest.mark.parametrize("name, seeds, rtol", [("toy", (0, 1), 1e-5), ("digits", (0,), 1e-4)])
+def test_members_match_fit_alone(name, seeds, rtol, request):
+    data = request.getfixturevalue(name)
+    configs = _configs(data, seeds)
+    alone = []
+    for c in configs:
+        m = default_model(data, c["seed"])
+        alone.append((m, fit(m, data, progress=False, **c)))
+    models = [default_model(data, c["seed"]) for c in configs]
+    histories = fit_many(models, data, configs, progress=False)
+    assert len(group_members(models, [TrainConfig(**c) for c in configs],
+                             torch.device("cpu"))) < len(configs)  # members really were stacked
+    for c, (ma, ha), mb, hb in zip(configs, alone, models, histories):
+        what = f"{c['method']} {c}"
+        sa, sb = ma.state_dict(), mb.state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert _close(sa[k].float(), sb[k].float(), rtol), f"{what}: {k} differs"
+        assert set(ha) | {"group_size"} == set(hb), what
+        assert hb.config == ha.config, what
+        for k in ha:
+            if k == "epoch_seconds":
+                continue
+            exact = k in ("aux_distinct", "candidates", "picks", "lr")  # the same draws and picks, not just close
+            for a, b in zip(ha[k], hb[k]):
+                assert a == b if exact else abs(a - b) <= rtol * max(abs(a), 1e-2), f"{what}: history {k} {a} vs {b}"
+
+
+def test_member_is_unaffected_by_its_group(digits):
+    mg = _margins(digits)
+    mine = dict(method="greg", epochs=1, batch_size=32, lr=3e-3, aux_batch_size=48, seed=0, **mg)
+    other = [dict(mine, seed=1), dict(mine, seed=2, lambda_grad=3.0, m_in=mg["m_in"] - 1, penalize="all",
+                                      convention="reference")]
+    results = []
+    for o in other:
+        models = [default_model(digits, 0), default_model(digits, o["seed"])]
+        fit_many(models, digits, [mine, o], progress=False)
+        results.append(models[0].state_dict())
+    for k in results[0]:
+        assert torch.equal(results[0][k], results[1][k]), k
+
+
+def test_stack_round_trip_and_grouping(digits, toy):
+    models = [default_model(digits, s) for s in (0, 1, 2)]
+    net = StackedNet(models)
+    x = digits.test_x[:5]
+    with torch.no_grad():
+        for m in models:
+            m.eval()
+        net.eval()
+        out = net(torch.stack([x] * 3))
+        for i, m in enumerate(models):
+            torch.testing.assert_close(out[i], m(x), rtol=1e-5, atol=1e-5)
+    copies = [default_model(digits, 5) for _ in models]
+    unstack_into(net, copies)
+    for a, b in zip(models, copies):
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(va, vb), k
+    with pytest.raises(ValueError, match="one stackable architecture"):
+        StackedNet([default_model(digits, 0), default_model(toy, 0)])
+    # a model that cannot be stacked trains alone with fit, and gets fit's history
+    lip = LipschitzCNN(digits.n_classes)
+    (h,) = fit_many([lip], digits, [dict(method="ce", epochs=1, batch_size=32)], progress=False)
+    assert "group_size" not in h and len(h["loss"]) == 1
+    with pytest.raises(ValueError, match="one config per model"):
+        fit_many([lip], digits, [], progress=False)
+
+
+def test_cache_stores_members_as_single_runs(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GREGNB_DATA", str(tmp_path))
+    m0, h0 = train_classifier(toy, seed=0, epochs=2)  # one model, one file
+    capsys.readouterr()
+    pairs = train_classifiers(toy, [0, 1], epochs=2)  # seed 0 is loaded from that file; only seed 1 trains
+    out = capsys.readouterr().out
+    assert out.count("loaded ") == 1 and len(list((tmp_path / "models").glob("*.pt"))) == 2
+    assert pairs[0][1] == h0
+    for k, v in m0.state_dict().items():
+        assert torch.equal(v, pairs[0][0].state_dict()[k])
+    pairs_again = train_classifiers(toy, [0, 1], epochs=2)
+    assert capsys.readouterr().out.count("loaded ") == 2
+    assert pairs_again[1][1] == pairs[1][1]
