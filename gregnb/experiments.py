@@ -30,8 +30,8 @@ from .train import History, TrainConfig, fit, fit_many
 from .train import main as train_main
 
 __all__ = ["default_model", "train_classifier", "train_classifiers", "over_seeds", "mean_std_table", "compare_scores",
-           "compare_methods", "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "radius_summary",
-           "run_or_load"]
+           "compare_methods", "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "history_means",
+           "radius_summary", "run_or_load"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -139,6 +139,28 @@ def paired_verdict(df, a: str, b: str, value: str = "fpr95", *, column: str = "m
     out["text"] = (f"{a} {better} {value} than {b} in {wins}/{n} seeds: {100 * out['mean_a']:.1f} ± "
                    f"{100 * out['std_a']:.1f}% vs {100 * out['mean_b']:.1f} ± {100 * out['std_b']:.1f}% ({verdict})")
     return out
+
+
+def history_means(histories, keys: Iterable[str], rows: Iterable[str] | None = None):
+    """The training-long mean of some step logs, one row per run: ``histories`` maps ``(label, seed)`` to a
+    :class:`~gregnb.train.History` (``compare_methods(...)[1]["history"]``); each of ``keys`` (e.g. "masked_ood",
+    "loss_grad") is averaged over the run's epochs, themselves means over their steps. ``rows``: the labels to keep
+    (default all). Returns a DataFrame with seed, method and one column per key, ready for
+    :func:`paired_verdict` (``value=key``)."""
+    import pandas as pd
+
+    keys, keep = list(keys), None if rows is None else set(rows)
+    out = []
+    for (label, seed), h in histories.items():
+        if keep is not None and label not in keep:
+            continue
+        missing = [k for k in keys if k not in h]
+        if missing:
+            raise ValueError(f"the history of {label!r} (seed {seed}) has no {missing}; it logs {sorted(h)}")
+        out.append({"seed": seed, "method": label, **{k: float(np.mean(h[k])) for k in keys}})
+    if not out:
+        raise ValueError(f"no histories left to tabulate (rows {sorted(keep) if keep is not None else 'all'})")
+    return pd.DataFrame(out)
 
 
 def compare_scores(data: Benchmark, seeds: Iterable[int], scores=("msp", "max_logit", "energy"),

@@ -23,7 +23,8 @@ from torch import nn
 from .inference import predict_logits
 from .scores import energy
 
-__all__ = ["energy_margin_loss", "oe_loss", "greg_penalty", "greg_objective", "propose_margins", "CONVENTIONS",
+__all__ = ["energy_margin_loss", "oe_loss", "greg_penalty", "penalty_logs", "greg_objective", "propose_margins",
+           "CONVENTIONS",
            "GREG_CIFAR_MARGINS", "ENERGY_CIFAR10_MARGINS", "ENERGY_CIFAR100_MARGINS"]
 
 CONVENTIONS = ("paper", "reference")
@@ -145,6 +146,42 @@ def greg_penalty(inputs: torch.Tensor, energies: torch.Tensor, n_id: int, m_in: 
     return (penalty, norms.detach()) if return_norms else penalty
 
 
+@torch.no_grad()
+def penalty_logs(energies: torch.Tensor, n_id: int, m_in: float, m_out: float, norms: torch.Tensor | None = None, *,
+                 convention: str = "paper", penalize: str = "correct") -> dict[str, float]:
+    """What the gradient penalty (E6) acted on in one batch, for the step logs.
+
+    Args:
+        energies: ``(N,)`` the batch's energies, ID rows first (LOW = ID).
+        n_id: number of ID rows.
+        m_in, m_out, convention, penalize: as for :func:`greg_penalty`.
+        norms: ``(N,)`` the per-row gradient norms :func:`greg_penalty` returned (``return_norms=True``), or
+            None on a step without the gradient term (its parts are then 0).
+
+    Returns floats: ``masked_id`` / ``masked_ood``, the share of ID / outlier rows the penalty's mask selects
+    (``E <= m_in`` / ``E >= m_out``, strict under "reference", every row under ``penalize="all"``), logged on
+    every step, with or without the term (the share a penalty *would* act on); ``loss_grad_id`` /
+    ``loss_grad_ood``, the ID and outlier parts of the penalty, which add up to it (paper: the two means of
+    (E6); reference: each part's sum of norms / N). With BatchNorm in train mode an unmasked row's gradient
+    need not be zero (the rows are coupled), so a part can be non-zero with no row of it masked.
+    """
+    if convention not in CONVENTIONS or penalize not in ("correct", "all"):
+        raise ValueError(f"convention must be one of {CONVENTIONS} and penalize 'correct' or 'all', got "
+                         f"{convention!r} and {penalize!r}")
+    if energies.ndim != 1 or not 1 <= n_id <= len(energies) - 1 or (norms is not None and norms.shape != energies.shape):
+        raise ValueError(f"energies must be (N,) with 1 <= n_id <= N-1 and norms (N,) or None; got energies "
+                         f"{tuple(energies.shape)}, n_id {n_id}, norms {None if norms is None else tuple(norms.shape)}")
+    mask_id, mask_ood = _masks(energies, n_id, m_in, m_out, convention, penalize)
+    if norms is None:
+        g_id = g_ood = 0.0
+    elif convention == "paper":
+        g_id, g_ood = norms[:n_id].mean().item(), norms[n_id:].mean().item()
+    else:
+        g_id, g_ood = (norms[:n_id].sum() / len(norms)).item(), (norms[n_id:].sum() / len(norms)).item()
+    return {"masked_id": mask_id.mean().item(), "masked_ood": mask_ood.mean().item(),
+            "loss_grad_id": g_id, "loss_grad_ood": g_ood}
+
+
 def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_ood: torch.Tensor, *,
                    m_in: float, m_out: float, lambda_s: float = 0.1, lambda_grad: float = 1.0,
                    convention: str = "paper", penalize: str = "correct", temperature: float = 1.0):
@@ -155,8 +192,10 @@ def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_o
 
     Returns:
         ``(total, parts)``: the scalar loss and a dict of floats for logging: ``loss_ce``,
-        ``loss_energy``, ``loss_grad``, ``past_m_in`` (share of ID rows with ``E <= m_in``),
-        ``past_m_out`` (share of outlier rows with ``E >= m_out``), ``train_acc``.
+        ``loss_energy``, ``loss_grad`` (the penalty, before its weight; 0 when ``lambda_grad == 0``),
+        ``past_m_in`` (share of ID rows with ``E <= m_in``), ``past_m_out`` (share of outlier rows with
+        ``E >= m_out``), ``train_acc``, and :func:`penalty_logs`' ``masked_id``, ``masked_ood`` (the share of
+        each part's rows the penalty's mask selects), ``loss_grad_id``, ``loss_grad_ood`` (the penalty's parts).
     """
     if len(x_id) != len(y_id):
         raise ValueError(f"x_id and y_id must have the same length, got {len(x_id)} and {len(y_id)}")
@@ -177,9 +216,9 @@ def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_o
     ce = F.cross_entropy(logits[:n_id], y_id)
     l_s = energy_margin_loss(e[:n_id], e[n_id:], m_in, m_out)
     total = ce + lambda_s * l_s
-    l_g = torch.zeros((), device=e.device)
+    l_g, norms = torch.zeros((), device=e.device), None
     if use_grad:
-        l_g = greg_penalty(x, e, n_id, m_in, m_out, convention=convention, penalize=penalize)
+        l_g, norms = greg_penalty(x, e, n_id, m_in, m_out, convention=convention, penalize=penalize, return_norms=True)
         total = total + lambda_grad * l_g
     with torch.no_grad():
         parts = {
@@ -187,6 +226,7 @@ def greg_objective(model: nn.Module, x_id: torch.Tensor, y_id: torch.Tensor, x_o
             "past_m_in": (e[:n_id] <= m_in).float().mean().item(),
             "past_m_out": (e[n_id:] >= m_out).float().mean().item(),
             "train_acc": (logits[:n_id].argmax(1) == y_id).float().mean().item(),
+            **penalty_logs(e, n_id, m_in, m_out, norms, convention=convention, penalize=penalize),
         }
     return total, parts
 

@@ -257,7 +257,8 @@ def plot_histories(histories: Mapping[str, Mapping[str, list]], key: str, ax=Non
         arr = np.array([r[key] for r in runs], dtype=float)
         epochs = np.arange(1, arr.shape[1] + 1)
         color = f"C{i}"
-        ax.plot(epochs, arr.mean(0), color=color, label=label + (f" (mean of {len(runs)})" if len(runs) > 1 else ""))
+        ax.plot(epochs, arr.mean(0), color=color, marker="o" if len(epochs) == 1 else None,  # one epoch: a point
+                label=label + (f" (mean of {len(runs)})" if len(runs) > 1 else ""))
         if len(runs) > 1:
             ax.fill_between(epochs, arr.min(0), arr.max(0), color=color, alpha=0.2)
     ax.set_xlabel("epoch")

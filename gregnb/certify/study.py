@@ -78,18 +78,20 @@ def lipschitz_models(data: Benchmark, seed: int = 0, *, methods: dict | None = N
                      ce_epochs: int | None = None, finetune_epochs: int | None = None, cache: bool = True):
     """Train :class:`gregnb.models.LipschitzCNN` the way :func:`gregnb.experiments.compare_methods`
     trains the chapters' CNN: cross-entropy from scratch, margins proposed from that model, then a
-    fine-tune per entry of ``methods`` (default: the energy loss and GReg). Cached in ``data/models``.
+    fine-tune per entry of ``methods`` (default: the energy loss, and GReg at the digits weight chapter 03 chose on
+    validation data, :data:`gregnb.presets.DIGITS_LAMBDA_GRAD`). Cached in ``data/models``.
 
     Returns ``(models, margins)``: label -> trained model (eval mode), and ``(m_in, m_out)``.
     """
     from ..config import seed_everything
-    from ..presets import CE_RECIPES, FINETUNE_RECIPES
+    from ..presets import CE_RECIPES, DIGITS_LAMBDA_GRAD, FINETUNE_RECIPES
     from ..losses import propose_margins
     from ..models import LipschitzCNN
 
     if len(data.input_shape) != 3:
         raise ValueError(f"the Lipschitz CNN takes images (C, H, W), not inputs of shape {data.input_shape}")
-    methods = methods if methods is not None else {"energy loss": dict(method="energy"), "GReg": dict(method="greg")}
+    methods = methods if methods is not None else {"energy loss": dict(method="energy"),
+                                                   "GReg": dict(method="greg", lambda_grad=DIGITS_LAMBDA_GRAD)}
     with torch.random.fork_rng():
         seed_everything(seed)
         base = LipschitzCNN(data.n_classes, data.input_shape[0], lipschitz=lipschitz, input_size=data.input_shape[1])

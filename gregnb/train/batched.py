@@ -82,8 +82,9 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     ``models`` are trained in place (left in eval mode, as ``fit`` leaves them). ``max_members`` caps a
     stacked group (larger groups are split; default :data:`MAX_MEMBERS` for the architecture: a CNN step's
     activations, and GReg's double-backward graph, grow with every member, and on a CPU a convolution step
-    costs about as much per member stacked as alone, so large CNN groups buy memory, not time). ``progress`` shows one bar over all members' epochs with the
-    expected remaining time. Each member's own ``progress`` setting is ignored.
+    costs about as much per member stacked as alone, so large CNN groups buy memory, not time). ``progress``
+    shows one bar over all members' epochs with the expected remaining time. Each member's own ``progress``
+    setting is ignored.
     """
     if len(models) != len(configs):
         raise ValueError(f"got {len(models)} models and {len(configs)} configs; pass one config per model")

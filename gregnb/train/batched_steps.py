@@ -4,7 +4,7 @@ Each function mirrors its single-model step in :mod:`gregnb.train.methods` and :
 on inputs ``x (M, B, ...)``, ``y (M, B)``, ``x_aux (M, A, ...)``: every loss is computed per member and the
 returned total is their sum (members share no parameter, so each member's gradient is its own). Per-member
 settings come as tensors in :class:`MemberSettings`. Logs are ``(M,)`` tensors, one value per member, with the
-keys (and order) of the single-model step.
+keys (and order) of the single-model step. Equation labels such as (E6) refer to docs/method.md.
 """
 from __future__ import annotations
 
@@ -76,20 +76,43 @@ def _check_finite(e: torch.Tensor, s: MemberSettings) -> None:
                          f"{s.cfgs[i].method!r}); check the inputs and the learning rate")
 
 
-def _penalty(inputs: torch.Tensor, e: torch.Tensor, n: int, s: MemberSettings) -> torch.Tensor:
-    """Each member's GReg penalty (E6) ``(M,)``, in its own convention and masks (as
-    :func:`gregnb.losses.greg_penalty`); one autograd.grad for all members (their inputs are disjoint)."""
+def _masks(e: torch.Tensor, n: int, s: MemberSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's penalty masks ``(M, n)`` and ``(M, N - n)`` (as :func:`gregnb.losses.greg_penalty`'s)."""
     ed = e.detach()
     ones_id, ones_ood = torch.ones_like(ed[:, :n]), torch.ones_like(ed[:, n:])
     paper, every = s.paper.unsqueeze(1), s.every.unsqueeze(1)
     mask_id = torch.where(every, ones_id, torch.where(paper, ed[:, :n] <= s.m_in, ed[:, :n] < s.m_in).to(ed.dtype))
     mask_ood = torch.where(every, ones_ood, torch.where(paper, ed[:, n:] >= s.m_out, ed[:, n:] > s.m_out).to(ed.dtype))
+    return mask_id, mask_ood
+
+
+def _penalty_logs(e: torch.Tensor, n: int, s: MemberSettings, norms: torch.Tensor | None,
+                  w: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`gregnb.losses.penalty_logs` per member: the masked shares, and the penalty's ID and outlier parts
+    (0 for a member without the term at this step)."""
+    mask_id, mask_ood = _masks(e, n, s)
+    zero = torch.zeros_like(mask_id[:, 0])
+    if norms is None:
+        g_id = g_ood = zero
+    else:
+        big_n = norms.shape[1]
+        g_id = torch.where(s.paper, norms[:, :n].mean(1), norms[:, :n].sum(1) / big_n)
+        g_ood = torch.where(s.paper, norms[:, n:].mean(1), norms[:, n:].sum(1) / big_n)
+        g_id, g_ood = torch.where(w != 0, g_id, zero), torch.where(w != 0, g_ood, zero)
+    return {"masked_id": mask_id.mean(1), "masked_ood": mask_ood.mean(1), "loss_grad_id": g_id, "loss_grad_ood": g_ood}
+
+
+def _penalty(inputs: torch.Tensor, e: torch.Tensor, n: int, s: MemberSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's GReg penalty (E6) ``(M,)``, in its own convention and masks (as
+    :func:`gregnb.losses.greg_penalty`), and the per-row gradient norms ``(M, N)`` (detached); one autograd.grad
+    for all members (their inputs are disjoint)."""
+    mask_id, mask_ood = _masks(e, n, s)
     t_paper = (mask_id * e[:, :n]).sum(1) + (mask_ood * e[:, n:]).sum(1)
     t_ref = torch.where(s.every, e[:, :n].mean(1) + e[:, n:].mean(1),
                         -F.relu(s.m_in - e[:, :n]).mean(1) + F.relu(e[:, n:] - s.m_out).mean(1))
     (grad,) = torch.autograd.grad(torch.where(s.paper, t_paper, t_ref).sum(), inputs, create_graph=True)
     norms = grad.flatten(2).norm(dim=2)
-    return torch.where(s.paper, norms[:, :n].mean(1) + norms[:, n:].mean(1), norms.mean(1))
+    return torch.where(s.paper, norms[:, :n].mean(1) + norms[:, n:].mean(1), norms.mean(1)), norms.detach()
 
 
 def _ce_step(net, x, y, x_aux, s, w):
@@ -120,16 +143,17 @@ def _greg_objective(net, x, y, x_ood, s, w):
     ce = _ce(logits[:, :n], y)
     l_s = F.relu(e[:, :n] - s.m_in).pow(2).mean(1) + F.relu(s.m_out - e[:, n:]).pow(2).mean(1)
     total = ce + s.lambda_s * l_s
-    l_g = torch.zeros_like(ce)
+    l_g, norms = torch.zeros_like(ce), None
     if use_grad:
-        l_g = _penalty(inputs, e, n, s)
+        l_g, norms = _penalty(inputs, e, n, s)
         total = total + w * l_g
     with torch.no_grad():
         ed = e.detach()
         logs = {"loss_ce": ce.detach(), "loss_energy": l_s.detach(),
                 "loss_grad": torch.where(w != 0, l_g.detach(), 0.0),
                 "past_m_in": (ed[:, :n] <= s.m_in).float().mean(1),
-                "past_m_out": (ed[:, n:] >= s.m_out).float().mean(1), "train_acc": _acc(logits[:, :n].detach(), y)}
+                "past_m_out": (ed[:, n:] >= s.m_out).float().mean(1), "train_acc": _acc(logits[:, :n].detach(), y),
+                **_penalty_logs(ed, n, s, norms, w)}
     return total, logs
 
 
@@ -147,12 +171,15 @@ def _oe_grad_step(net, x, y, x_aux, s, w):
     logits = net(inputs)
     ce, oe = _ce(logits[:, :n], y), _oe(logits[:, n:])
     loss = ce + s.lambda_oe * oe
-    g = torch.zeros_like(ce)
+    g, norms = torch.zeros_like(ce), None
+    e = _energy(logits, s)
     if use_grad:
-        g = _penalty(inputs, _energy(logits, s), n, s)
+        g, norms = _penalty(inputs, e, n, s)
         loss = loss + w * g
-    return loss, {"loss_ce": ce.detach(), "loss_oe": oe.detach(), "loss_grad": torch.where(w != 0, g.detach(), 0.0),
-                  "train_acc": _acc(logits[:, :n].detach(), y)}, None
+    with torch.no_grad():
+        logs = {"loss_ce": ce.detach(), "loss_oe": oe.detach(), "loss_grad": torch.where(w != 0, g.detach(), 0.0),
+                "train_acc": _acc(logits[:, :n].detach(), y), **_penalty_logs(e.detach(), n, s, norms, w)}
+    return loss, logs, None
 
 
 def _gregplus_step(net, x, y, candidates, s, w, step):

@@ -58,8 +58,12 @@ def fit(model: nn.Module, data: Benchmark, method: str = "ce", *, device: str | 
     ``train_acc``) averaged over the epoch, ``test_acc`` (eval mode, on ``data.test_x``), ``lr``,
     ``epoch_seconds`` (wall time of the epoch's training steps), for outlier methods ``aux_distinct``
     (distinct pool images trained on in the epoch, on this process: the sampler's coverage of the pool),
-    for ``"greg+"`` ``candidates`` / ``picks`` (per step) and, if ``log_grad_norms``,
-    ``grad_norm_id`` / ``grad_norm_aux``. Same seed, same data, same device -> same weights.
+    for ``"greg+"`` ``candidates`` / ``picks`` (per step), for the methods with GReg's masks (``energy``, ``greg``,
+    ``greg+``, ``oe+grad``) ``masked_id`` / ``masked_ood`` (the share of the ID / outlier batch the penalty's mask
+    selects, a step without the term included) and ``loss_grad_id`` / ``loss_grad_ood`` (the penalty's two parts,
+    adding up to ``loss_grad``; 0 on a step without the term), all per-step values averaged over the epoch
+    (:func:`gregnb.losses.penalty_logs`), and, if ``log_grad_norms``, ``grad_norm_id`` / ``grad_norm_aux``.
+    Same seed, same data, same device -> same weights.
     """
     cfg = TrainConfig(method=method, **config)
     run = _prepare_run(model, data, cfg, device, checkpoint, resume, overwrite)

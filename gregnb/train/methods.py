@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference import eval_mode
-from ..losses import greg_objective, greg_penalty, oe_loss
+from ..losses import greg_objective, greg_penalty, oe_loss, penalty_logs
 from ..scores import energy
 from .config import TrainConfig
 from .registry import register_method
@@ -46,8 +46,10 @@ def _grad_weight(cfg: TrainConfig, step: int) -> float:
 
 
 def _energy_step(model, x, y, x_aux, cfg, step):
+    """GReg's objective without the gradient term (its logs still say what share of rows a mask would select)."""
     return greg_objective(model, x, y, x_aux, m_in=cfg.m_in, m_out=cfg.m_out, lambda_s=cfg.lambda_s,
-                          lambda_grad=0.0, temperature=cfg.temperature)
+                          lambda_grad=0.0, convention=cfg.convention, penalize=cfg.penalize,
+                          temperature=cfg.temperature)
 
 
 def _greg_step(model, x, y, x_aux, cfg, step):
@@ -67,13 +69,16 @@ def _oe_grad_step(model, x, y, x_aux, cfg, step):
     ce = F.cross_entropy(logits[:n], y)
     oe = oe_loss(logits[n:])
     loss = ce + cfg.lambda_oe * oe
-    g = torch.zeros(())
+    g, norms = torch.zeros(()), None
+    e = energy(logits, cfg.temperature)
     if weight:
-        e = energy(logits, cfg.temperature)
-        g = greg_penalty(inputs, e, n, cfg.m_in, cfg.m_out, convention=cfg.convention, penalize=cfg.penalize)
+        g, norms = greg_penalty(inputs, e, n, cfg.m_in, cfg.m_out, convention=cfg.convention, penalize=cfg.penalize,
+                                return_norms=True)
         loss = loss + weight * g
     acc = (logits[:n].argmax(1) == y).float().mean()
-    return loss, {"loss_ce": ce.item(), "loss_oe": oe.item(), "loss_grad": g.item(), "train_acc": acc.item()}
+    return loss, {"loss_ce": ce.item(), "loss_oe": oe.item(), "loss_grad": g.item(), "train_acc": acc.item(),
+                  **penalty_logs(e.detach(), n, cfg.m_in, cfg.m_out, norms, convention=cfg.convention,
+                                 penalize=cfg.penalize)}
 
 
 def _gregplus_step(model, x, y, candidates, cfg, step):
