@@ -15,11 +15,11 @@ config).
 """
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
 from .cli import main
-from .config import History, TrainConfig, selection_plan
+from .config import History, TrainConfig
 from .loop import accuracy, fit
 from .batched import fit_many
 from .registry import METHODS, StepFn, register_method
 
 __all__ = ["TrainConfig", "History", "fit", "fit_many", "accuracy", "METHODS", "register_method", "StepFn",
-           "selection_plan", "main"]
+           "main"]
 

@@ -12,7 +12,7 @@ from ..losses import CONVENTIONS
 from ..sampling import CANDIDATE_FACTOR, SAMPLERS, SelectionPlan, plan_selection
 from .registry import METHODS
 
-__all__ = ["TrainConfig", "History", "selection_plan", "plain_config", "config_fields", "OPTIMIZERS", "SCHEDULES",
+__all__ = ["TrainConfig", "History", "plain_config", "config_fields", "OPTIMIZERS", "SCHEDULES",
            "PENALIZE", "AUX_BATCH_FACTOR"]
 
 OPTIMIZERS = ("adam", "sgd")
@@ -175,12 +175,6 @@ def field_types() -> dict[str, object]:
     """Each :class:`TrainConfig` field's declared type, resolved (``int``, ``float | None``, ``tuple[int, ...]``):
     what the command line's flag types are read from."""
     return typing.get_type_hints(TrainConfig)
-
-
-def selection_plan(cfg: TrainConfig, batch_size: int | None = None, n_candidates: int | None = None) -> SelectionPlan:
-    """Deprecated name of :meth:`TrainConfig.plan_selection` (one verb for making a plan, as in
-    :func:`gregnb.sampling.plan_selection`): ``selection_plan(cfg, ...) == cfg.plan_selection(...)``."""
-    return cfg.plan_selection(batch_size, n_candidates)
 
 
 class History(dict):
