@@ -5,7 +5,7 @@ Usage (from the repository root, with Python 3.10+; 3.11 is what we test on):
 
     python3 run.py lab     # create/refresh .venv, then open JupyterLab on notebooks/
     python3 run.py test    # create/refresh .venv, then run the test suite (FAST mode): what CI runs
-    python3 run.py test --quick   # the same without executing notebooks, the site, nbgrader and the browser
+    python3 run.py test --quick   # the same without notebooks, the site, nbgrader, the browser and slow checks
                                   # (about 2 minutes on 2 cores)
     python3 run.py site    # create/refresh .venv, then build the static HTML site into build/site
                            # (add --fast for FAST mode)
@@ -38,8 +38,9 @@ STAMP = VENV / ".gregnb-install-stamp"
 
 # The pair that installs from local disk on x86_64 Linux with Python 3.11 in our
 # workplace; on other platforms pip resolves the ranges in pyproject.toml instead.
-#: the quick tier: every test but those that execute notebooks, build the site, run nbgrader or drive a browser
-QUICK = "not notebook and not site and not nbgrader and not browser"
+#: the quick tier: every test but those that execute notebooks, build the site, run nbgrader, drive a browser
+#: or are marked slow
+QUICK = "not notebook and not site and not nbgrader and not browser and not slow"
 
 DEFAULT_TORCH = {
     ("Linux", "x86_64"): "torch==2.14.1 torchvision==0.29.1",

@@ -197,6 +197,7 @@ def test_module_fits_on_a_few_screens(path):
     assert n <= MAX_LINES, f"{path.relative_to(PKG.parent)} has {n} lines (> {MAX_LINES}): split it by concern"
 
 
+@pytest.mark.slow
 def test_the_library_imports_without_the_notebook_stack():
     code = ("import sys; sys.modules['nbformat'] = None; sys.modules['nbclient'] = None\n"
             "import gregnb.site, gregnb.homework, gregnb.homework.release, gregnb.widgets, gregnb.experiments\n"

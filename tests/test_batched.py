@@ -65,6 +65,7 @@ def _close(a, b, rtol):
     return (a - b).abs().max().item() <= rtol * scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, seeds, rtol", [("toy", (0, 1), 1e-5), ("digits", (0,), 1e-4)])
 def test_members_match_fit_alone(name, seeds, rtol, request):
     data = request.getfixturevalue(name)

@@ -74,6 +74,7 @@ def _flipped(model, x0: torch.Tensor, r: torch.Tensor, threshold: torch.Tensor, 
     return out | flip.any(1)
 
 
+@pytest.mark.slow
 def test_no_attack_flips_a_decision_inside_a_sound_radius_at_any_margin():
     positive = 0
     for name, model, x, eps_max, methods in _models():

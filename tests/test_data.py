@@ -73,6 +73,7 @@ def test_digits_pool_and_test_sets_are_disjoint(digits):
     assert not (pool & _hashes(digits.train_x))
 
 
+@pytest.mark.slow
 def test_digits_deterministic_and_cached(tmp_path):
     a = digits_mod.load_benchmark(0, root=tmp_path)
     path = tmp_path / f"digits_v{digits_mod.GENERATOR_VERSION}_seed0.npz"
@@ -84,6 +85,7 @@ def test_digits_deterministic_and_cached(tmp_path):
     assert all(torch.equal(a.ood[k], c.ood[k]) for k in a.ood)
 
 
+@pytest.mark.slow
 def test_digits_stale_cache_is_rebuilt(tmp_path, monkeypatch):
     path = tmp_path / f"digits_v{digits_mod.GENERATOR_VERSION}_seed1.npz"
     np.savez(path, generator_version=digits_mod.GENERATOR_VERSION - 1, train_x=np.zeros((1, 1, 8, 8)))

@@ -16,6 +16,7 @@ from gregnb.train import fit
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["energy", "greg"])
 def test_two_process_run_matches_single_process(method, tmp_path):
     out = tmp_path / "ddp.json"

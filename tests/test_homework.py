@@ -374,6 +374,7 @@ def _points(report) -> dict:
     return {q.grade_id: q.points for q in report.questions}
 
 
+@pytest.mark.slow
 def test_grade_scores_like_nbgrader(toy_course):
     src = toy_course / "source"
     r = grade_notebook(toy_course / "good" / "toy.ipynb", src)

@@ -263,6 +263,7 @@ def _fake_arrays(seed=0):
     arrays = {"train_x": f(20), "train_y": rng.integers(0, 10, 20), "test_x": f(10), "test_y": rng.integers(0, 10, 10),
               "aux_x": f(30)}
     arrays.update({f"ood/{k}": f(5) for k in ("letters", "photos", "noise", "inverted")})
+    arrays.update({f"uncovered/{k}": f(5) for k in digits_mod.UNCOVERED_SOURCES})
     return arrays
 
 

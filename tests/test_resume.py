@@ -73,6 +73,7 @@ def test_non_finite_loss_keeps_last_good_checkpoint(small_digits, tmp_path):
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_cli_train_resume_and_evaluate(tmp_path):
     out = tmp_path / "run"
     base = [sys.executable, "-m", "gregnb.train", "--dataset", "digits", "--preset", "digits-energy",

@@ -51,6 +51,7 @@ def test_uncovered_sets_shape_range_and_not_blank(digits):
     assert digits.sizes()["uncovered/scripts"] == unc.N_UNCOVERED
 
 
+@pytest.mark.slow
 def test_no_uncovered_image_occurs_in_another_part(digits):
     others = {"pool": digits.aux_x, "train": digits.train_x, "test": digits.test_x,
               "validation": digits_validation_ood(0), **{f"ood/{k}": v for k, v in digits.ood.items()}}
@@ -61,6 +62,7 @@ def test_no_uncovered_image_occurs_in_another_part(digits):
             assert d.min() > NEAR, f"an image of {name} is (nearly) an image of {other}: distance {d.min():.3f}"
 
 
+@pytest.mark.slow
 def test_uncovered_sets_deterministic_cached_and_earlier_parts_independent(tmp_path, digits, monkeypatch):
     a = digits_mod.load_benchmark(0, root=tmp_path)
     b = digits_mod.load_benchmark(0, root=tmp_path)  # from the cache
@@ -77,6 +79,7 @@ def test_uncovered_sets_deterministic_cached_and_earlier_parts_independent(tmp_p
     assert all(torch.equal(c.ood[k], digits.ood[k]) for k in digits.ood)
 
 
+@pytest.mark.slow
 def test_cache_without_the_uncovered_sets_is_rebuilt(tmp_path):
     path = tmp_path / f"digits_v{digits_mod.GENERATOR_VERSION}_seed2.npz"
     z = np.zeros((1, 1, 8, 8), np.float32)

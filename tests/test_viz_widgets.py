@@ -152,6 +152,7 @@ def test_taylor_explorer_crossing_matches_hand_computation():
         taylor_explorer(score_level=0.0, threshold=-1.0)
 
 
+@pytest.mark.slow
 def test_lambda_explorer_switches_models(blobs):
     from gregnb.lipschitz import input_gradient_norm
     from gregnb.widgets import lambda_explorer
