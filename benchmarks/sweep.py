@@ -103,7 +103,7 @@ def compare(name, data, jobs) -> float:
     alone = time.perf_counter() - t0
     models, cfgs = zip(*copy.deepcopy(jobs))
     t0 = time.perf_counter()
-    fit_many(list(models), data, list(cfgs), progress=False)
+    fit_many(list(models), data, list(cfgs), progress=False, stack_images=True)
     batched = time.perf_counter() - t0
     print(f"{name}: {len(jobs)} models; one at a time {alone:.1f} s, batched {batched:.1f} s: speed-up "
           f"{alone / batched:.2f}x", flush=True)

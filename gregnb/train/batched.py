@@ -10,6 +10,11 @@ candidates scored in eval mode. The result equals ``fit`` on each model to float
 (``tests/test_batched.py``); models that cannot be stacked (other architectures, ``amp``, several processes)
 are trained one at a time by ``fit``.
 
+CNNs stack only when asked (``stack_images=True``): on a CPU a stacked convolution step costs about as much per
+member as alone (``benchmarks/sweep.py``: no speed-up on the digits sweep), and its rounding depends on which
+members share the group, so a chapter's numbers would depend on which models happened to be cached already.
+Stacked MLP members are bitwise equal to ``fit`` whatever their group, so MLPs stack by default.
+
 What differs: ``epoch_seconds`` is the group's epoch wall time divided by its number of members (the amortised
 cost; a group's members share their steps) and the history records that number as ``group_size``.
 """
@@ -42,10 +47,10 @@ _SHARED = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay"
            "log_grad_norms")
 
 
-def _group_key(model: nn.Module, cfg: TrainConfig, dev: torch.device):
+def _group_key(model: nn.Module, cfg: TrainConfig, dev: torch.device, stack_images: bool = False):
     """Members with equal keys train together; None = train alone with ``fit``."""
     sig = stack_signature(model)
-    if sig is None or cfg.method not in STEPS or (cfg.amp and dev.type == "cuda") or distributed.dist_info()[1] > 1:
+    if sig is None or (sig[0] == "image" and not stack_images) or cfg.method not in STEPS or (cfg.amp and dev.type == "cuda") or distributed.dist_info()[1] > 1:
         return None
     family = "greg" if cfg.method == "energy" else cfg.method
     uses_grad = cfg.method in ("greg", "oe+grad", "greg+") and cfg.lambda_grad != 0
@@ -57,13 +62,14 @@ def _group_key(model: nn.Module, cfg: TrainConfig, dev: torch.device):
     return (sig, tuple(shape), tuple(getattr(cfg, k) for k in _SHARED), cfg.channels_last)
 
 
-def group_members(models: list[nn.Module], cfgs: list[TrainConfig], dev: torch.device) -> list[list[int]]:
+def group_members(models: list[nn.Module], cfgs: list[TrainConfig], dev: torch.device,
+                  stack_images: bool = False) -> list[list[int]]:
     """The members' indices, grouped as :func:`fit_many` trains them (a one-member group for each that
     trains alone), in order of first appearance."""
     groups: dict = {}
     out: list[list[int]] = []
     for i, (m, c) in enumerate(zip(models, cfgs)):
-        key = _group_key(m, c, dev)
+        key = _group_key(m, c, dev, stack_images)
         if key is None:
             out.append([i])
         elif key in groups:
@@ -75,7 +81,8 @@ def group_members(models: list[nn.Module], cfgs: list[TrainConfig], dev: torch.d
 
 
 def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, device: str | torch.device | None = None,
-             progress: bool = True, desc: str = "training", max_members: int | None = None) -> list[History]:
+             progress: bool = True, desc: str = "training", max_members: int | None = None,
+             stack_images: bool = False) -> list[History]:
     """Train ``models[i]`` on ``data`` with ``configs[i]`` (``method`` plus :class:`TrainConfig` fields, as
     :func:`gregnb.train.fit` takes them), many at once; returns each member's :class:`History`.
 
@@ -84,7 +91,7 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     activations, and GReg's double-backward graph, grow with every member, and on a CPU a convolution step
     costs about as much per member stacked as alone, so large CNN groups buy memory, not time). ``progress``
     shows one bar over all members' epochs with the expected remaining time. Each member's own ``progress``
-    setting is ignored.
+    setting is ignored. ``stack_images``: stack CNNs too (off by default: see the module docstring).
     """
     if len(models) != len(configs):
         raise ValueError(f"got {len(models)} models and {len(configs)} configs; pass one config per model")
@@ -95,7 +102,7 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     dev = torch.device(device) if device is not None else default_device()
     histories: list[History | None] = [None] * len(models)
     groups = []
-    for g in group_members(models, cfgs, dev):
+    for g in group_members(models, cfgs, dev, stack_images):
         sig = stack_signature(models[g[0]])
         cap = max_members or MAX_MEMBERS[sig[0] if sig else "vector"]
         groups += [g[i:i + cap] for i in range(0, len(g), cap)]
@@ -103,7 +110,7 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
                smoothing=0.0)
     try:
         for g in groups:
-            if len(g) == 1 and _group_key(models[g[0]], cfgs[g[0]], dev) is None:
+            if len(g) == 1 and _group_key(models[g[0]], cfgs[g[0]], dev, stack_images) is None:
                 i = g[0]
                 histories[i] = fit(models[i], data, device=dev, **plain_config(cfgs[i]))
                 bar.update(cfgs[i].epochs)
