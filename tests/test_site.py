@@ -144,7 +144,7 @@ def test_pages_show_the_committed_findings(site):
         assert "not comparable with the normal-mode record" in page, name
         for d in record["claims"]:
             claim = Claim.from_dict(d)
-            assert claim.claim in page and claim.outcome() in page, (name, claim.id)
+            assert claim.claim in page and claim.outcome_with_p() in page, (name, claim.id)
             for number in claim.numbers.values():
                 assert number.text() in page, (name, claim.id, number.text())
 
