@@ -129,14 +129,19 @@ def _oe_step(net, x, y, x_aux, s, w):
     return ce + s.lambda_oe * oe, logs, None
 
 
+def _joint_inputs(x, x_aux, w):
+    """ID and outlier rows of each member in one batch ``(M, B + A, ...)``, a leaf that records input gradients
+    when any member's gradient weight is non-zero (a group's members agree on that); and whether it does."""
+    inputs = torch.cat([x, x_aux], 1)
+    use_grad = bool((w != 0).any())
+    return (inputs.detach().requires_grad_(True) if use_grad else inputs), use_grad
+
+
 def _greg_objective(net, x, y, x_ood, s, w):
     """CE + lambda_s L_S + w L_grad per member (:func:`gregnb.losses.greg_objective`); the gradient term is built
     when any member's weight is non-zero (a group's members agree on that)."""
     n = x.shape[1]
-    inputs = torch.cat([x, x_ood], 1)
-    use_grad = bool((w != 0).any())
-    if use_grad:
-        inputs = inputs.detach().requires_grad_(True)
+    inputs, use_grad = _joint_inputs(x, x_ood, w)
     logits = net(inputs)
     e = _energy(logits, s)
     _check_finite(e, s)
@@ -164,10 +169,7 @@ def _greg_step(net, x, y, x_aux, s, w):
 
 def _oe_grad_step(net, x, y, x_aux, s, w):
     n = x.shape[1]
-    inputs = torch.cat([x, x_aux], 1)
-    use_grad = bool((w != 0).any())
-    if use_grad:
-        inputs = inputs.detach().requires_grad_(True)
+    inputs, use_grad = _joint_inputs(x, x_aux, w)
     logits = net(inputs)
     ce, oe = _ce(logits[:, :n], y), _oe(logits[:, n:])
     loss = ce + s.lambda_oe * oe
