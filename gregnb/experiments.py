@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import cached_training, cached_training_many
+from .cache import cached_training_many
 from .config import seed_everything
 from .data.base import Benchmark
 from .evaluate import evaluate, predict_logits
@@ -26,7 +26,7 @@ from .models import MLP, SmallCNN
 from .presets import CE_RECIPES, FINETUNE_RECIPES, SCRATCH_RECIPES  # the one source of the chapters' recipes
 from .sampling import kmeans, plan_selection
 from .scores import energy
-from .train import History, TrainConfig, fit, fit_many
+from .train import History, TrainConfig, fit_many
 from .train import main as train_main
 
 __all__ = ["default_model", "train_classifier", "train_classifiers", "over_seeds", "mean_std_table", "compare_scores",
@@ -77,9 +77,9 @@ def _settings(method: str, recipe: dict) -> dict:
 
 
 def _train(model: nn.Module, data: Benchmark, method: str, recipe: dict, cache: bool) -> History:
-    if not cache:
-        return fit(model, data, method, **recipe)
-    return cached_training(model, data, _settings(method, recipe), lambda m: fit(m, data, method, **recipe))
+    """One model, trained as :func:`_train_many` trains each (on one CPU thread), so a cache file holds the same
+    weights whichever of the two made it."""
+    return _train_many([model], data, [method], [recipe], cache, desc=method)[0]
 
 
 def _train_many(models: list[nn.Module], data: Benchmark, methods: list[str], recipes: list[dict], cache: bool,

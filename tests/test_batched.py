@@ -167,3 +167,47 @@ def test_default_grouping_makes_results_independent_of_the_group(digits, toy):
         results.append(models[0].state_dict())
     for k in results[0]:
         assert torch.equal(results[0][k], results[1][k]), k
+
+
+def _side_by_side_configs(digits):
+    mg = _margins(digits)
+    base = dict(epochs=2, batch_size=32, lr=3e-3, aux_batch_size=48, **mg)
+    return [dict(base, method="greg", lambda_grad=0.3, seed=0), dict(base, method="energy", seed=1),
+            dict(base, method="greg+", candidate_factor=3, aux_batch_size=None, seed=2),
+            dict(base, method="oe+grad", lambda_grad=0.5, seed=3), dict(base, method="greg", grad_every=2, seed=4)]
+
+
+@pytest.mark.slow
+def test_side_by_side_members_equal_fit_on_one_thread_whatever_the_workers(digits):
+    """CNN members train side by side, each on one thread: bitwise fit's weights and history at one thread, for
+    any number of workers and whatever the caller's thread count; the caller's thread count and the global RNG
+    are left as training one member after the other leaves them."""
+    configs = _side_by_side_configs(digits)
+    alone = []
+    for c in configs:  # the independent computation: fit, one model after the other, one thread (the fixture)
+        m = default_model(digits, c["seed"])
+        alone.append((m, fit(m, digits, progress=False, **c)))
+    expected_rng = torch.randn(3)   # the global generator right after the last member's fit seeded it
+    torch.set_num_threads(2)
+    for workers in (2, 1, 3):
+        models = [default_model(digits, c["seed"]) for c in configs]
+        histories = fit_many(models, digits, configs, progress=False, workers=workers)
+        assert torch.get_num_threads() == 2, "fit_many must restore the caller's thread count"
+        assert torch.equal(torch.randn(3), expected_rng), "the global RNG differs from sequential training's"
+        for c, (ma, ha), mb, hb in zip(configs, alone, models, histories):
+            for k, v in ma.state_dict().items():
+                assert torch.equal(v, mb.state_dict()[k]), f"workers={workers}, {c['method']}: {k} differs"
+            assert {k: v for k, v in ha.items() if k != "epoch_seconds"} == \
+                   {k: v for k, v in hb.items() if k != "epoch_seconds"}, f"workers={workers}, {c['method']}"
+
+
+def test_side_by_side_failure_stops_the_others_and_says_which(digits):
+    configs = _side_by_side_configs(digits)[:3]
+    configs[1] = dict(configs[1], lr=1e30)   # this member's loss becomes non-finite within a few steps
+    torch.set_num_threads(2)
+    models = [default_model(digits, c["seed"]) for c in configs]
+    with pytest.raises((FloatingPointError, ValueError), match="non-finite loss|NaN/inf.*lower the learning rate"):
+        fit_many(models, digits, configs, progress=False, workers=2)
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        fit_many([default_model(digits, 0)], digits, configs[:1], progress=False, workers=0)

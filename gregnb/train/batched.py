@@ -17,11 +17,20 @@ Stacked MLP members are bitwise equal to ``fit`` whatever their group, so MLPs s
 
 What differs: ``epoch_seconds`` is the group's epoch wall time divided by its number of members (the amortised
 cost; a group's members share their steps) and the history records that number as ``group_size``.
+
+Members that train alone run side by side on a CPU: each is trained by ``fit`` on **one** CPU thread, ``workers``
+members at a time in Python threads (default: as many as torch's thread count, i.e. the cores). The digits CNN's
+GReg step is arithmetic-bound and a small convolution splits badly over threads, so two members on one thread
+each finish sooner than two members one after the other on two threads each (``benchmarks/sweep.py`` prints
+the ratio). One thread per member also makes a member's numbers independent of the machine's core count and of
+which members train beside it: a laptop, CI and the findings records (made on one thread) train the same weights.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import torch
 from torch import nn
@@ -82,7 +91,7 @@ def group_members(models: list[nn.Module], cfgs: list[TrainConfig], dev: torch.d
 
 def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, device: str | torch.device | None = None,
              progress: bool = True, desc: str = "training", max_members: int | None = None,
-             stack_images: bool = False) -> list[History]:
+             stack_images: bool = False, workers: int | None = None) -> list[History]:
     """Train ``models[i]`` on ``data`` with ``configs[i]`` (``method`` plus :class:`TrainConfig` fields, as
     :func:`gregnb.train.fit` takes them), many at once; returns each member's :class:`History`.
 
@@ -92,6 +101,8 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     costs about as much per member stacked as alone, so large CNN groups buy memory, not time). ``progress``
     shows one bar over all members' epochs with the expected remaining time. Each member's own ``progress``
     setting is ignored. ``stack_images``: stack CNNs too (off by default: see the module docstring).
+    ``workers``: on a CPU, how many members that train alone run side by side, each on one thread (default
+    ``torch.get_num_threads()``); any number gives the same weights.
     """
     if len(models) != len(configs):
         raise ValueError(f"got {len(models)} models and {len(configs)} configs; pass one config per model")
@@ -108,18 +119,84 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
         groups += [g[i:i + cap] for i in range(0, len(g), cap)]
     bar = tqdm(total=sum(c.epochs for c in cfgs), desc=desc, unit="model-epoch", disable=not progress or not models,
                smoothing=0.0)
+    alone = [g[0] for g in groups if len(g) == 1 and _group_key(models[g[0]], cfgs[g[0]], dev, stack_images) is None]
     try:
+        histories_alone = _fit_alone(models, data, cfgs, alone, dev, bar, workers)
         for g in groups:
-            if len(g) == 1 and _group_key(models[g[0]], cfgs[g[0]], dev, stack_images) is None:
-                i = g[0]
-                histories[i] = fit(models[i], data, device=dev, **plain_config(cfgs[i]))
-                bar.update(cfgs[i].epochs)
+            if g[0] in histories_alone:
+                histories[g[0]] = histories_alone[g[0]]
                 continue
             for i, h in zip(g, _fit_group([models[i] for i in g], data, [cfgs[i] for i in g], dev, bar)):
                 histories[i] = h
     finally:
         bar.close()
+    if groups:  # the global RNG as training one group after the other leaves it, whatever ran side by side
+        seed_everything(cfgs[groups[-1][0]].seed)
     return histories
+
+
+class _Stopped(Exception):
+    """Raised inside a member's training when another member failed or the run was interrupted."""
+
+
+def _fit_alone(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig], members: list[int],
+               dev: torch.device, bar, workers: int | None) -> dict[int, History]:
+    """Train ``models[i]`` for each ``i`` in ``members`` with :func:`fit`; on a CPU on one thread each, ``workers``
+    at a time (a model with dropout draws from the global generator, so it trains on its own, after the others)."""
+    if not members:
+        return {}
+    if dev.type != "cpu":
+        out = {}
+        for i in members:
+            out[i] = fit(models[i], data, device=dev, **plain_config(cfgs[i]))
+            bar.update(cfgs[i].epochs)
+        return out
+    threads = torch.get_num_threads()
+    workers = threads if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    solo = [i for i in members if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in models[i].modules())]
+    shared = [i for i in members if i not in solo]
+    stop, lock = threading.Event(), threading.Lock()
+
+    def train(i: int) -> History:
+        steps = math.ceil(len(data.train_x) / cfgs[i].batch_size)
+        done = [0]
+
+        def tick(step: int, logs: dict) -> None:
+            if stop.is_set():
+                raise _Stopped
+            if step % steps == 0:  # one epoch more (a skipped one-sample tail is caught up at the end)
+                with lock:
+                    bar.update(1)
+                done[0] += 1
+
+        history = fit(models[i], data, device=dev, step_hook=tick, **plain_config(cfgs[i]))
+        with lock:
+            bar.update(cfgs[i].epochs - done[0])
+        return history
+
+    out: dict[int, History] = {}
+    torch.set_num_threads(1)
+    try:
+        if shared:
+            with ThreadPoolExecutor(max(1, min(workers, len(shared))), thread_name_prefix="gregnb-fit") as pool:
+                futures = {pool.submit(train, i): i for i in shared}
+                try:
+                    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                    for f in finished:
+                        if f.exception() is not None and not isinstance(f.exception(), _Stopped):
+                            raise f.exception()
+                    out.update({futures[f]: f.result() for f in futures})
+                except BaseException:  # a member failed, or the user interrupted: stop the others at their next step
+                    stop.set()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+        for i in solo:
+            out[i] = train(i)
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def _fit_group(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig], dev: torch.device,
