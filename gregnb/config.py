@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "fast", "FAST", "data_dir", "display_path", "pick", "environment_report"]
+__all__ = ["device", "seed_everything", "fast", "FAST", "workers", "cpu_cores", "data_dir", "display_path", "pick",
+           "environment_report"]
 
 
 def fast() -> bool:
@@ -24,6 +25,26 @@ def fast() -> bool:
 
 FAST: bool = fast()
 _REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system says it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def workers() -> int:
+    """How many models :func:`gregnb.train.fit_many` trains side by side on a CPU, each on one thread:
+    ``GREGNB_WORKERS`` if set (the findings runner sets it), else torch's thread count (the cores, by default)."""
+    raw = os.environ.get("GREGNB_WORKERS", "").strip()
+    if not raw:
+        return max(1, torch.get_num_threads())
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"GREGNB_WORKERS must be a whole number >= 1 (models trained side by side), got {raw!r}; "
+                         f"unset it to use torch's thread count")
+    return int(raw)
 
 
 def pick(normal, fast_value):

@@ -211,3 +211,15 @@ def test_side_by_side_failure_stops_the_others_and_says_which(digits):
     assert torch.get_num_threads() == 2
     with pytest.raises(ValueError, match="workers must be at least 1"):
         fit_many([default_model(digits, 0)], digits, configs[:1], progress=False, workers=0)
+
+
+def test_workers_come_from_the_environment_or_the_thread_count(monkeypatch):
+    from gregnb.config import workers
+    monkeypatch.delenv("GREGNB_WORKERS", raising=False)
+    assert workers() == torch.get_num_threads()
+    monkeypatch.setenv("GREGNB_WORKERS", "3")
+    assert workers() == 3
+    for bad in ("two", "0", "-1", "1.5"):
+        monkeypatch.setenv("GREGNB_WORKERS", bad)
+        with pytest.raises(ValueError, match="GREGNB_WORKERS must be a whole number"):
+            workers()

@@ -5,7 +5,8 @@
 
 Without chapter numbers: every chapter whose notebook records findings. Trained models are cached in
 ``data/models`` (``gregnb.cache``), so a second run of a chapter is much faster than the first; a check
-on a fresh clone trains everything (minutes per chapter on a laptop CPU).
+on a fresh clone trains everything (minutes per chapter on a laptop CPU). ``--cold`` gives each chapter an empty
+model cache instead, so its recorded time is a student's first run (the records are made with ``update --cold``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -20,10 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..config import cpu_cores, data_dir
 from .record import compare
 from .render import load_record, write_record
 
-__all__ = ["ROOT", "chapter_notebooks", "execute_chapter", "provenance", "update", "check", "main"]
+__all__ = ["ROOT", "chapter_notebooks", "chapter_workers", "execute_chapter", "provenance", "update", "check", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 INLINE = "module://matplotlib_inline.backend_inline"
@@ -47,16 +50,19 @@ def chapter_notebooks(chapters: Sequence[str] = (), folder: str | os.PathLike | 
 
 
 def execute_chapter(path: Path, out_dir: Path, *, timeout: int = 1800, keep: Path | None = None,
-                    threads: int = 1) -> dict:
-    """Run one notebook in normal mode with ``threads`` CPU threads; return the record its findings cell
-    wrote (with ``seconds``). The thread count is fixed because it can change a CPU run's rounding."""
+                    threads: int = 1, workers: int | None = None, data: Path | None = None) -> dict:
+    """Run one notebook in normal mode with ``threads`` CPU threads and ``workers`` models trained side by side
+    (:func:`gregnb.train.fit_many`, one thread each; default: the cores); return the record its findings cell
+    wrote (with ``seconds``). The thread count is fixed because it can change a CPU run's rounding; the number
+    of workers changes only the time. ``data``: the kernel's ``GREGNB_DATA`` (default: the caller's)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, "GREGNB_FAST": "0", "GREGNB_FINDINGS_OUT": str(out_dir), "MPLBACKEND": INLINE,
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "GREGNB_WORKERS": str(workers or cpu_cores()), **({"GREGNB_DATA": str(data)} if data else {})}
     t0 = time.perf_counter()
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -92,7 +98,7 @@ def _cpu_model() -> str:
     return f", {platform.processor()}" if platform.processor() else ""
 
 
-def provenance(seconds: float) -> dict:
+def provenance(seconds: float, workers: int = 1) -> dict:
     """Commit (and whether tracked files had uncommitted changes), date, machine and versions of a run."""
     import torch
 
@@ -101,18 +107,29 @@ def provenance(seconds: float) -> dict:
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs{_cpu_model()}",
             "python": platform.python_version(), "torch": torch.__version__, "threads": 1,
-            "seconds": round(seconds, 1)}
+            "workers": workers, "seconds": round(seconds, 1)}
 
 
-def _run_all(paths: dict[str, Path], jobs: int, records: Path,
+def chapter_workers(jobs: int) -> int:
+    """Models each chapter trains side by side when ``jobs`` chapters run at once: the cores shared out."""
+    return max(1, cpu_cores() // max(1, jobs))
+
+
+def _run_all(paths: dict[str, Path], jobs: int, records: Path, cold: bool = False,
              **kw) -> Iterator[tuple[str, Path, "dict | ChapterFailed"]]:
     """Execute chapters, ``jobs`` at a time (each kernel single-threaded); yield results as they finish, in order."""
 
     def one(item):
         nn, path = item
         with tempfile.TemporaryDirectory() as tmp:
+            data = None
+            if cold:  # an empty model cache; the generated benchmarks copied in (they are data, not training)
+                data = Path(tmp) / "data"
+                data.mkdir()
+                for f in data_dir().glob("digits_v*_seed*.npz"):
+                    shutil.copy2(f, data)
             try:
-                return nn, path, execute_chapter(path, Path(tmp), **kw)
+                return nn, path, execute_chapter(path, Path(tmp), workers=chapter_workers(jobs), data=data, **kw)
             except ChapterFailed as err:
                 return nn, path, err
 
@@ -125,18 +142,20 @@ def _run_all(paths: dict[str, Path], jobs: int, records: Path,
 
 
 def update(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout: int = 1800, keep=None,
-           jobs: int = 1) -> int:
-    """Execute the chapters and rewrite their committed records; returns an exit status."""
+           jobs: int = 1, cold: bool = False) -> int:
+    """Execute the chapters and rewrite their committed records; returns an exit status. ``cold``: each chapter
+    from an empty model cache, so its recorded time is a first run's."""
     records = Path(records or ROOT / "notebooks" / "findings")
     status = 0
-    for nn, path, run in _run_all(chapter_notebooks(chapters, notebooks), jobs, records, timeout=timeout,
+    for nn, path, run in _run_all(chapter_notebooks(chapters, notebooks), jobs, records, cold, timeout=timeout,
                                   keep=keep and Path(keep)):
         if isinstance(run, ChapterFailed):
             print(f"{path.stem}: FAILED, record unchanged: {run}", flush=True)
             status = 1
             continue
         seconds = run.pop("seconds")
-        record = {"format": run["format"], "chapter": nn, "mode": run["mode"], "provenance": provenance(seconds),
+        record = {"format": run["format"], "chapter": nn, "mode": run["mode"],
+                  "provenance": provenance(seconds, chapter_workers(jobs)),
                   "claims": run["claims"]}
         write_record(record, records / f"{nn}.json")
         print(f"{path.stem}: wrote {records / f'{nn}.json'} ({len(record['claims'])} claims, {seconds:.0f} s)",
@@ -145,7 +164,7 @@ def update(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeou
 
 
 def check(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout: int = 1800, keep=None,
-          jobs: int = 1) -> int:
+          jobs: int = 1, cold: bool = False) -> int:
     """Execute the chapters and compare with their records; prints every departure, returns 1 if any."""
     records = Path(records or ROOT / "notebooks" / "findings")
     failed, paths = [], chapter_notebooks(chapters, notebooks)
@@ -153,7 +172,7 @@ def check(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout
     for nn in [nn for nn, rec in recorded.items() if rec is None]:
         print(f"{paths.pop(nn).stem}: no record in {records} (write one with `python -m gregnb.findings update {nn}`)")
         failed.append(nn)
-    for nn, path, run in _run_all(paths, jobs, records, timeout=timeout, keep=keep and Path(keep)):
+    for nn, path, run in _run_all(paths, jobs, records, cold, timeout=timeout, keep=keep and Path(keep)):
         if isinstance(run, ChapterFailed):
             print(f"{path.stem}: FAILED: {run}", flush=True)
             failed.append(nn)
@@ -181,10 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     ap.add_argument("--keep", help="also save the executed notebooks into this folder")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="chapters run at once, one CPU thread each (default 1; records are made the same way)")
+                    help="chapters run at once (default 1), each on one CPU thread, training the cores / jobs models "
+                         "side by side (records are made with the default: their times are a chapter's on this machine)")
+    ap.add_argument("--cold", action="store_true",
+                    help="each chapter from an empty model cache (a temporary GREGNB_DATA holding only the generated "
+                         "benchmarks), so its time is a first run's; records are made this way")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
     command = update if args.command == "update" else check
     return command(args.chapters, notebooks=args.notebooks, records=args.records, timeout=args.timeout,
-                   keep=args.keep, jobs=args.jobs)
+                   keep=args.keep, jobs=args.jobs, cold=args.cold)

@@ -19,7 +19,7 @@ What differs: ``epoch_seconds`` is the group's epoch wall time divided by its nu
 cost; a group's members share their steps) and the history records that number as ``group_size``.
 
 Members that train alone run side by side on a CPU: each is trained by ``fit`` on **one** CPU thread, ``workers``
-members at a time in Python threads (default: as many as torch's thread count, i.e. the cores). The digits CNN's
+members at a time in Python threads (default: ``GREGNB_WORKERS``, else torch's thread count). The digits CNN's
 GReg step is arithmetic-bound and a small convolution splits badly over threads, so two members on one thread
 each finish sooner than two members one after the other on two threads each (``benchmarks/sweep.py`` prints
 the ratio). One thread per member also makes a member's numbers independent of the machine's core count and of
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..config import device as default_device
 from ..config import seed_everything
+from ..config import workers as default_workers
 from ..data.base import Benchmark
 from . import distributed
 from .batched_steps import STEPS, MemberSettings, grad_weights
@@ -102,7 +103,7 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     shows one bar over all members' epochs with the expected remaining time. Each member's own ``progress``
     setting is ignored. ``stack_images``: stack CNNs too (off by default: see the module docstring).
     ``workers``: on a CPU, how many members that train alone run side by side, each on one thread (default
-    ``torch.get_num_threads()``); any number gives the same weights.
+    :func:`gregnb.config.workers`: ``GREGNB_WORKERS``, else torch's thread count); any number gives the same weights.
     """
     if len(models) != len(configs):
         raise ValueError(f"got {len(models)} models and {len(configs)} configs; pass one config per model")
@@ -152,7 +153,7 @@ def _fit_alone(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig]
             bar.update(cfgs[i].epochs)
         return out
     threads = torch.get_num_threads()
-    workers = threads if workers is None else int(workers)
+    workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     solo = [i for i in members if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in models[i].modules())]
