@@ -15,10 +15,12 @@ Printed: wall times, each way's speed-up over one at a time (issue 25's target: 
 counted by torch.utils.flop_counter over one member-epoch of each row, forward, backward and GReg's double
 backward included) and, for scale, the FLOP/s of one square float32 matmul with as many FLOPs as one model's step.
 
-Measured on the 2-core CI-like machine (2 threads, 5 seeds, 1 digits epoch): see the closing note of issue 25
-and the docstring of :mod:`gregnb.train.batched`. On a CPU the digits CNN's GReg step is bound by its convolutions
-and BatchNorm's double backward, not by per-step overhead, so stacking does not speed it up; one thread per member
-does (a small convolution splits badly over threads), by about the ratio of cores used to threading's gain.
+Measured on a 2-core AMD EPYC (torch 2.14.1, 2 threads, 5 seeds, 1 digits epoch, machine otherwise idle): one at a
+time 17.9 s, stacked 20.8 s (0.86x), side by side 15.9 s (1.12x); 747.5 GFLOP, i.e. 41.7 / 35.9 / 46.9 GFLOP/s
+against 93.4 GFLOP/s for a matmul of one step's FLOPs. The digits CNN's GReg step is bound by its convolutions and
+BatchNorm's double backward, not by per-step overhead, so stacking does not speed it up; one thread per member
+gains what threading a small convolution loses (more on a loaded machine or with more cores). Earlier, toy sweep:
+stacked MLPs 7.6x.
 
     .venv/bin/python benchmarks/sweep.py [--epochs 1] [--seeds 5] [--threads N] [--toy]
 """
