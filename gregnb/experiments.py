@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from .cache import cached_training_many
-from .config import seed_everything
+from .config import display_path, seed_everything
 from .data.base import Benchmark
 from .evaluate import evaluate, predict_logits
 from .inference import eval_mode
@@ -28,6 +29,7 @@ from .sampling import kmeans, plan_selection
 from .scores import energy
 from .train import History, TrainConfig, fit_many
 from .train import main as train_main
+from .train.cli import requested_run
 
 __all__ = ["default_model", "train_classifier", "train_classifiers", "over_seeds", "mean_std_table", "compare_scores",
            "compare_methods", "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "history_means",
@@ -323,9 +325,24 @@ def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 20
 
 def run_or_load(out: str | os.PathLike, args: list[str]) -> dict:
     """Run ``python -m gregnb.train`` with ``args`` into ``out`` unless ``out/metrics.json`` exists (a
-    finished run); an unfinished run (``out/last.pt`` without metrics) is resumed. Returns the metrics."""
+    finished run); an unfinished run (``out/last.pt`` without metrics) is resumed. Returns the metrics.
+
+    A finished run made with other settings (a preset changed since, or other flags) is not reused: it is moved
+    aside to ``out`` + ``-old-<time>`` (kept, not deleted), with a message, and the run is made again."""
     out = Path(out)
     metrics = out / "metrics.json"
+    if metrics.exists():
+        done = json.loads(metrics.read_text())
+        wanted, meta = requested_run([*args, "--out", str(out)])
+        ran = {**done.get("settings", {}), **{k: done.get("meta", {}).get(k) for k in meta}}
+        differ = {k: (ran[k], v) for k, v in {**wanted, **meta}.items() if k in ran and ran[k] != v}
+        if not differ:
+            return done
+        aside = out.with_name(f"{out.name}-old-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.rename(aside)
+        print(f"{display_path(out)} holds a run with other settings ("
+              + ", ".join(f"{k} {a!r}, now {b!r}" for k, (a, b) in differ.items())
+              + f"): moved it to {display_path(aside)} and training again")
     if not metrics.exists():
         train_main([*args, "--out", str(out), "--resume", "--no-progress"])
     return json.loads(metrics.read_text())

@@ -95,3 +95,23 @@ def test_cli_train_resume_and_evaluate(tmp_path):
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["mean"]["fpr95"] == pytest.approx(metrics["mean"]["fpr95"])  # the saved model, re-evaluated
     assert "letters" in r.stdout
+
+
+def test_run_or_load_reuses_a_matching_run_and_sets_aside_a_stale_one(tmp_path, capsys):
+    """Chapter 05's runs: a finished run with the same settings is loaded, not retrained; one made with other
+    settings (here: another epoch count, as when a preset changes) is moved aside, kept, and made again."""
+    from gregnb.experiments import run_or_load
+
+    out = tmp_path / "runs" / "ce"
+    args = ["--dataset", "digits", "--method", "ce", "--epochs", "1", "--batch-size", "256"]
+    first = run_or_load(out, args)
+    assert first["settings"]["epochs"] == 1 and len(first["history"]["loss"]) == 1
+    mtime = (out / "metrics.json").stat().st_mtime_ns
+    assert run_or_load(out, args) == first and (out / "metrics.json").stat().st_mtime_ns == mtime  # loaded
+    capsys.readouterr()
+    second = run_or_load(out, [*args[:-4], "--epochs", "2", "--batch-size", "256"])
+    said = capsys.readouterr().out
+    assert "holds a run with other settings (epochs 1, now 2)" in said and "training again" in said
+    assert len(second["history"]["loss"]) == 2
+    aside = [p for p in out.parent.iterdir() if p.name.startswith("ce-old-")]
+    assert len(aside) == 1 and json.loads((aside[0] / "metrics.json").read_text()) == first   # the old run kept

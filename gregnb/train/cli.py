@@ -89,6 +89,30 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _requested_settings(args) -> dict:
+    """The training settings a parsed command line asks for: the preset's, overridden by the flags given (the
+    margins not yet resolved: ``"margins"`` may hold the preset's rule)."""
+    settings = get_preset(args.preset) if args.preset else {}
+    if args.method:
+        settings["method"] = args.method
+    settings.setdefault("method", "ce")
+    for key in config_fields():
+        if getattr(args, key, None) is not None and key not in ("method", "seed", "m_in", "m_out"):
+            settings[key] = getattr(args, key)
+    return settings
+
+
+def requested_run(argv: list[str]) -> tuple[dict, dict]:
+    """``(settings, meta)`` a ``python -m gregnb.train`` command line asks for, without running it: the
+    training settings as ``metrics.json`` records them (margins left out: they are resolved when the run starts)
+    and the dataset, architecture and seed."""
+    args = _parser().parse_args(argv)
+    settings = _requested_settings(args)
+    settings.pop("margins", None)
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    return settings, {"dataset": args.dataset, "arch": args.arch or DATASETS[args.dataset].arch, "seed": args.seed}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m gregnb.train``: train one model, keep ``OUT/last.pt``, write ``OUT/metrics.json``."""
     ap = _parser()
@@ -104,17 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{out} already holds a run ({last}): add --resume to continue it, --overwrite to start over and "
                  f"replace it, or choose another --out")
 
-    settings = get_preset(args.preset) if args.preset else {}
-    if args.method:
-        settings["method"] = args.method
-    settings.setdefault("method", "ce")
+    settings = _requested_settings(args)
     needs_margins = METHODS[settings["method"]].needs_margins
     if args.m_in is not None and not needs_margins:
         ap.error(f"--m-in/--m-out are the energy margins of the methods {margin_methods()}; method {settings['method']!r} "
                  f"does not use them")
-    for key in config_fields():
-        if getattr(args, key, None) is not None and key not in ("method", "seed", "m_in", "m_out"):
-            settings[key] = getattr(args, key)
     margins = settings.pop("margins", "propose")
     arch = args.arch or DATASETS[args.dataset].arch
     check_writable(out, "run (last.pt, metrics.json)")  # before any work: a read-only --out fails now
