@@ -98,27 +98,31 @@ def lipschitz_models(data: Benchmark, seed: int = 0, *, methods: dict | None = N
         recipe = dict(CE_RECIPES["digits"], seed=seed, progress=False)
         if ce_epochs is not None:
             recipe["epochs"] = ce_epochs
-        _train(base, data, "ce", recipe, cache, lipschitz)
+        _train_many([base], data, ["ce"], [recipe], cache, lipschitz)
         m_in, m_out = propose_margins(base, data.train_x, data.aux_x)
-        models = {}
-        for label, kwargs in methods.items():
+        labels, models, fits, recipes = list(methods), [], [], []
+        for kwargs in methods.values():
             kwargs = dict(kwargs)
-            method = kwargs.pop("method")
-            model = copy.deepcopy(base)
-            recipe = dict(FINETUNE_RECIPES["digits"], seed=seed, progress=False, m_in=m_in, m_out=m_out, **kwargs)
+            fits.append(kwargs.pop("method"))
+            models.append(copy.deepcopy(base))
+            recipes.append(dict(FINETUNE_RECIPES["digits"], seed=seed, progress=False, m_in=m_in, m_out=m_out, **kwargs))
             if finetune_epochs is not None:
-                recipe["epochs"] = finetune_epochs
-            _train(model, data, method, recipe, cache, lipschitz)
-            models[label] = model.eval()
-    return models, (m_in, m_out)
+                recipes[-1]["epochs"] = finetune_epochs
+        _train_many(models, data, fits, recipes, cache, lipschitz)
+    return {label: model.eval() for label, model in zip(labels, models)}, (m_in, m_out)
 
 
-def _train(model, data, method, recipe, cache, lipschitz):
-    from ..cache import cached_training
-    from ..train import fit
+def _train_many(models, data, methods, recipes, cache, lipschitz):
+    """Train (or load from the cache) ``models[i]`` with ``methods[i]`` and ``recipes[i]`` through
+    :func:`gregnb.train.fit_many`, as the chapters' CNNs train (side by side on a CPU, one thread each); the cache
+    key names the Lipschitz architecture and its budget."""
+    from ..cache import cached_training_many
+    from ..train import fit_many
 
+    configs = {id(m): {**r, "method": method} for m, method, r in zip(models, methods, recipes)}
+    train = lambda ms: fit_many(ms, data, [configs[id(m)] for m in ms], desc="Lipschitz CNN")  # noqa: E731
     if not cache:
-        return fit(model, data, method, **recipe)
-    settings = {"method": method, "arch": "LipschitzCNN", "lipschitz": lipschitz,
-                **{k: v for k, v in recipe.items() if k != "progress"}}
-    return cached_training(model, data, settings, lambda m: fit(m, data, method, **recipe))
+        return train(models)
+    settings = [{"method": method, "arch": "LipschitzCNN", "lipschitz": lipschitz,
+                 **{k: v for k, v in r.items() if k != "progress"}} for method, r in zip(methods, recipes)]
+    return cached_training_many(models, data, settings, train)
