@@ -172,19 +172,17 @@ def coverage_bands(models: Mapping[tuple[str, int], nn.Module], data: Benchmark,
     x = torch.cat([v for _, v in sets.values()])
     is_far = np.concatenate([np.full(len(v), g == "uncovered") for g, v in sets.values()])
     tf = data.eval_transform
-    rows, dist, by_space = [], {}, {}  # by_space: the distances per reference model (one for input space)
+    rows, dist = [], {}  # distances and band edges per reference model (one entry in input space: None)
     for (label, seed), model in models.items():
-        if seed not in dist:
-            ref = None
-            if space == "features":
-                if seed not in references:
-                    raise ValueError(f"no reference model for seed {seed}; have seeds {sorted(references)}")
-                ref = references[seed]
-            if id(ref) not in by_space:
-                d = distance_to_pool(x, data.aux_x, ref, transform=tf).numpy()
-                by_space[id(ref)] = (d, band_edges(d, n_bands))
-            dist[seed] = by_space[id(ref)]
-        d, edges = dist[seed]
+        ref = None
+        if space == "features":
+            if seed not in references:
+                raise ValueError(f"no reference model for seed {seed}; have seeds {sorted(references)}")
+            ref = references[seed]
+        if id(ref) not in dist:
+            d = distance_to_pool(x, data.aux_x, ref, transform=tf).numpy()
+            dist[id(ref)] = (d, band_edges(d, n_bands))
+        d, edges = dist[id(ref)]
         fn = score_fn(score if isinstance(score, str) else score.get(label, "energy"))
         id_s = fn(predict_logits(model, data.test_x, transform=tf), 1.0)
         ood_s = fn(predict_logits(model, x, transform=tf), 1.0)
