@@ -15,7 +15,7 @@ quarter, ...) and reports FPR95 (ID positive, threshold from the ID test set, as
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -151,7 +151,8 @@ def distance_by_set(data: Benchmark, reference: nn.Module | None = None, *, spac
 
 
 def coverage_bands(models: Mapping[tuple[str, int], nn.Module], data: Benchmark,
-                   references: Mapping[int, nn.Module] | None = None, *, space: str = "features", n_bands: int = 4,
+                   references: Mapping[int, nn.Module] | None = None, *,
+                   space: str | Sequence[str] = "features", n_bands: int = 4,
                    score: str | Mapping[str, str] = "energy", tpr: float = 0.95):
     """FPR95 per band of distance to the pool, for every ``(label, seed) -> model`` (e.g.
     ``compare_methods(..., keep_models=True)[1]["models"]``).
@@ -161,37 +162,44 @@ def coverage_bands(models: Mapping[tuple[str, int], nn.Module], data: Benchmark,
     equal-count bands, the same bands for every method of that seed. ``score``: one score for every model,
     or ``{label: score}`` (e.g. ``{"OE (MSP)": "msp"}``; labels left out use the energy). Returns a long DataFrame: seed, method,
     band (1 = nearest the pool), lo, hi, n, uncovered (share of the band's images from the uncovered sets),
-    fpr95.
+    fpr95. ``space``: one of :data:`SPACES`, or a sequence of them (e.g. ``("features", "input")``): then a
+    tuple of such frames, one per space in that order, each model scored once for all of them.
     """
     import pandas as pd
 
-    _check_space(space, references)
+    spaces = (space,) if isinstance(space, str) else tuple(space)
+    if not spaces or len(set(spaces)) != len(spaces):
+        raise ValueError(f"space must be one of {SPACES} or a sequence of distinct ones, got {space!r}")
+    for sp in spaces:
+        _check_space(sp, references)
+    if "features" in spaces:
+        missing = sorted({seed for _, seed in models} - set(references))
+        if missing:
+            raise ValueError(f"no reference model for seed {missing[0]}; have seeds {sorted(references)}")
     sets = grouped_ood_sets(data)
     if not sets:
         raise ValueError("data has no OOD test sets")
     x = torch.cat([v for _, v in sets.values()])
     is_far = np.concatenate([np.full(len(v), g == "uncovered") for g, v in sets.values()])
     tf = data.eval_transform
-    rows, dist = [], {}  # distances and band edges per reference model (one entry in input space: None)
+    rows, dist = {sp: [] for sp in spaces}, {}  # distances and band edges per reference model (input space: None)
     for (label, seed), model in models.items():
-        ref = None
-        if space == "features":
-            if seed not in references:
-                raise ValueError(f"no reference model for seed {seed}; have seeds {sorted(references)}")
-            ref = references[seed]
-        if id(ref) not in dist:
-            d = distance_to_pool(x, data.aux_x, ref, transform=tf).numpy()
-            dist[id(ref)] = (d, band_edges(d, n_bands))
-        d, edges = dist[id(ref)]
         fn = score_fn(score if isinstance(score, str) else score.get(label, "energy"))
         id_s = fn(predict_logits(model, data.test_x, transform=tf), 1.0)
         ood_s = fn(predict_logits(model, x, transform=tf), 1.0)
-        band = assign_bands(d, edges)
-        for r in fpr95_by_band(id_s, ood_s, d, edges=edges, tpr=tpr):
-            sel = band == r["band"] - 1
-            rows.append({"seed": seed, "method": label, **r, "uncovered": float(is_far[sel].mean()) if sel.any()
-                         else float("nan")})
-    return pd.DataFrame(rows)
+        for sp in spaces:
+            ref = references[seed] if sp == "features" else None
+            if id(ref) not in dist:
+                d = distance_to_pool(x, data.aux_x, ref, transform=tf).numpy()
+                dist[id(ref)] = (d, band_edges(d, n_bands))
+            d, edges = dist[id(ref)]
+            band = assign_bands(d, edges)
+            for r in fpr95_by_band(id_s, ood_s, d, edges=edges, tpr=tpr):
+                sel = band == r["band"] - 1
+                rows[sp].append({"seed": seed, "method": label, **r,
+                                 "uncovered": float(is_far[sel].mean()) if sel.any() else float("nan")})
+    frames = tuple(pd.DataFrame(rows[sp]) for sp in spaces)
+    return frames[0] if isinstance(space, str) else frames
 
 
 def evaluate_uncovered(models: Mapping[tuple[str, int], nn.Module], data: Benchmark,

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "LipschitzCNN", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3",
+__all__ = ["MLP", "SmallCNN", "LipschitzCNN", "MaxPool2x2", "ResNet18_32x32", "resnet18_32x32", "WideResNet", "wrn40_2", "DenseNet3",
            "densenet100", "build_model", "ARCHS"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
@@ -22,6 +22,27 @@ def _check_images(model: nn.Module, x: torch.Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != model.in_channels:
         raise ValueError(f"{type(model).__name__} expects images of shape (N, {model.in_channels}, H, W), "
                          f"got {tuple(x.shape)}")
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` (2x2 windows, stride 2, odd edges dropped), faster where autograd is off.
+
+    Without autograd (scoring candidates, evaluation, ``torch.no_grad``) the output is the elementwise maximum of
+    the four strided views: about 10x faster than ``max_pool2d`` on a CPU for the digits CNN's maps, and the same
+    values bit for bit (a maximum is exact; NaN propagates in both). With autograd ``max_pool2d`` runs, so
+    gradients are routed to one element of a tied window as usual. A subclass, so code that reads a model's
+    layers (Lipschitz bounds, certificates) sees a ``MaxPool2d``.
+    """
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        if (torch.is_grad_enabled() and x.requires_grad) or x.ndim != 4 or not (h and w):
+            return super().forward(x)   # with autograd, or input max_pool2d rejects (it says why)
+        return torch.maximum(torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
+                             torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
 
 
 def _activation(name: str) -> type[nn.Module]:
@@ -81,7 +102,7 @@ class SmallCNN(nn.Module):
         self.body = nn.Sequential(
             *block(in_channels, width),
             *block(width, 2 * width),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             *block(2 * width, 2 * width),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -164,7 +185,7 @@ class LipschitzCNN(nn.Module):
                  (nn.Conv2d(2 * width, 2 * width, 3, padding=1), (2 * width, s // 2, s // 2))]
         for conv, shape in convs:
             parametrize.register_parametrization(conv, "weight", _OperatorNorm(conv, shape, 1.0, power_iters))
-        self.body = nn.Sequential(convs[0][0], nn.ReLU(), convs[1][0], nn.ReLU(), nn.MaxPool2d(2), convs[2][0],
+        self.body = nn.Sequential(convs[0][0], nn.ReLU(), convs[1][0], nn.ReLU(), MaxPool2x2(), convs[2][0],
                                   nn.ReLU(), nn.Flatten())
         feat = 2 * width * (s // 2) ** 2
         self.fc = nn.Linear(feat, n_classes)

@@ -118,6 +118,14 @@ def test_coverage_bands_uses_one_banding_per_seed_and_the_metrics_threshold():
         coverage_bands(models, data, None)
     with pytest.raises(ValueError, match="no reference model for seed 1"):
         coverage_bands(models, data, {0: refs[0]})
+    # both spaces in one call (each model scored once): the same rows as one call per space
+    features, pixels = coverage_bands(models, data, refs, space=("features", "input"), n_bands=4)
+    pd.testing.assert_frame_equal(features, df)
+    pd.testing.assert_frame_equal(pixels, coverage_bands(models, data, space="input", n_bands=4))
+    with pytest.raises(ValueError, match="distinct"):
+        coverage_bands(models, data, refs, space=("input", "input"))
+    with pytest.raises(ValueError, match="space must be"):
+        coverage_bands(models, data, refs, space=())
     with pytest.raises(ValueError, match="space must be"):
         distance_by_set(data, space="pixels")
     table = distance_by_set(data, space="input")

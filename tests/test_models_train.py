@@ -1,5 +1,7 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from gregnb.evaluate import evaluate, predict_logits
 from gregnb.models import MLP, SmallCNN, build_model
@@ -101,3 +103,31 @@ def test_non_finite_loss_stops_with_message(blobs):
             fit(MLP(n_classes=3), blobs, "_nan", epochs=1, progress=False)
     finally:
         METHODS.pop("_nan")
+
+
+def test_fast_max_pool_equals_max_pool2d_bit_for_bit_and_keeps_its_gradient():
+    from gregnb.models import MaxPool2x2
+
+    pool, ref = MaxPool2x2(), nn.MaxPool2d(2)
+    g = torch.Generator().manual_seed(0)
+    for shape in [(7, 32, 8, 8), (3, 2, 5, 9), (2, 4, 2, 2)]:
+        x = torch.randn(shape, generator=g)
+        x[..., 1::3, :] = 0.0          # ties inside windows, as after a ReLU
+        x[0, 0, 0, 0] = float("nan")   # NaN propagates in both
+        with torch.no_grad():
+            fast = pool(x)
+        slow = F.max_pool2d(x, 2)
+        assert fast.shape == slow.shape
+        assert torch.equal(torch.isnan(fast), torch.isnan(slow))
+        assert torch.equal(fast.nan_to_num(0.0), slow.nan_to_num(0.0))
+    with pytest.raises(RuntimeError):   # too small for a 2x2 window: max_pool2d's own error
+        with torch.no_grad():
+            pool(torch.zeros(1, 1, 1, 4))
+    # with autograd, ties route the gradient to one element, exactly as nn.MaxPool2d does
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, :2, :2] = 1.0
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pool(a).sum().backward()
+    ref(b).sum().backward()
+    assert torch.equal(a.grad, b.grad) and a.grad.sum() == 4
+    assert isinstance(pool, nn.MaxPool2d) and pool.kernel_size == 2 and pool.stride == 2
