@@ -20,9 +20,9 @@ from torch import nn
 from .checkpoint import check_writable, load_checkpoint, load_model_state, save_checkpoint
 from .config import data_dir, display_path
 from .data.base import Benchmark
-from .train import History
+from .train import History, fit_many
 
-__all__ = ["cached_training", "cached_training_many", "code_fingerprint", "data_fingerprint"]
+__all__ = ["cached_training", "cached_training_many", "cached_fit_many", "code_fingerprint", "data_fingerprint"]
 
 #: the code whose changes change a trained model: the training package and every module it trains with
 _CODE = ("train", "losses.py", "models.py", "scores.py", "lipschitz", "sampling.py", "inference.py")
@@ -99,6 +99,18 @@ def cached_training_many(models: list[nn.Module], data: Benchmark, settings: lis
         if writable:
             _store(models[i], history, paths[i])
     return out
+
+
+def cached_fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], settings: list[dict] | None, *,
+                    desc: str = "training") -> list[History]:
+    """:func:`gregnb.train.fit_many` on ``models[i]`` with ``configs[i]`` (``method`` plus fit's settings), through the
+    cache: each model whose ``settings[i]`` (its cache key, see :func:`cached_training`) is stored is loaded, the
+    others train together under one progress bar. ``settings=None``: no cache, all train. Returns the histories."""
+    index = {id(m): i for i, m in enumerate(models)}
+    train = lambda ms: fit_many(ms, data, [configs[index[id(m)]] for m in ms], desc=desc)  # noqa: E731
+    if settings is None:
+        return train(models)
+    return cached_training_many(models, data, settings, train)
 
 
 def _load(model: nn.Module, path: Path) -> History | None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import cached_training_many
+from .cache import cached_fit_many
 from .config import display_path, seed_everything
 from .data.base import Benchmark
 from .evaluate import evaluate, predict_logits
@@ -27,7 +27,7 @@ from .models import MLP, SmallCNN
 from .presets import CE_RECIPES, FINETUNE_RECIPES, SCRATCH_RECIPES  # the one source of the chapters' recipes
 from .sampling import kmeans, plan_selection
 from .scores import energy
-from .train import History, TrainConfig, fit_many
+from .train import History, TrainConfig
 from .train import main as train_main
 from .train.cli import requested_run
 
@@ -88,12 +88,8 @@ def _train_many(models: list[nn.Module], data: Benchmark, methods: list[str], re
                 desc: str = "training") -> list[History]:
     """Train ``models[i]`` with ``methods[i]`` and ``recipes[i]`` (as :func:`_train`), the uncached ones together
     with :func:`gregnb.train.fit_many` under one progress bar (with the expected time)."""
-    configs = [{**r, "method": m} for m, r in zip(methods, recipes)]
-    train = lambda ms: fit_many(ms, data, [configs[idx[id(m)]] for m in ms], desc=desc)  # noqa: E731
-    idx = {id(m): i for i, m in enumerate(models)}
-    if not cache:
-        return train(models)
-    return cached_training_many(models, data, [_settings(m, r) for m, r in zip(methods, recipes)], train)
+    return cached_fit_many(models, data, [{**r, "method": m} for m, r in zip(methods, recipes)],
+                           [_settings(m, r) for m, r in zip(methods, recipes)] if cache else None, desc=desc)
 
 
 def over_seeds(run: Callable[[int], Iterable[dict]], seeds: Iterable[int]):

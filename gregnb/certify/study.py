@@ -116,13 +116,9 @@ def _train_many(models, data, methods, recipes, cache, lipschitz):
     """Train (or load from the cache) ``models[i]`` with ``methods[i]`` and ``recipes[i]`` through
     :func:`gregnb.train.fit_many`, as the chapters' CNNs train (side by side on a CPU, one thread each); the cache
     key names the Lipschitz architecture and its budget."""
-    from ..cache import cached_training_many
-    from ..train import fit_many
+    from ..cache import cached_fit_many
 
-    configs = {id(m): {**r, "method": method} for m, method, r in zip(models, methods, recipes)}
-    train = lambda ms: fit_many(ms, data, [configs[id(m)] for m in ms], desc="Lipschitz CNN")  # noqa: E731
-    if not cache:
-        return train(models)
     settings = [{"method": method, "arch": "LipschitzCNN", "lipschitz": lipschitz,
                  **{k: v for k, v in r.items() if k != "progress"}} for method, r in zip(methods, recipes)]
-    return cached_training_many(models, data, settings, train)
+    return cached_fit_many(models, data, [{**r, "method": m} for m, r in zip(methods, recipes)],
+                           settings if cache else None, desc="Lipschitz CNN")
