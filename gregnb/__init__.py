@@ -8,3 +8,9 @@ Sign conventions (the commonest mistake in this field):
   the positive class, so pass ``-energy``.
 """
 __version__ = "0.1.0"
+
+# Before torch computes anything: the same CPU kernels on every x86-64 machine (see gregnb.kernels).
+from .kernels import pin_portable_kernels as _pin
+
+_pin()
+del _pin

@@ -142,6 +142,8 @@ def environment_report() -> dict[str, str]:
     import matplotlib
     import sklearn
 
+    from .kernels import kernel_report
+
     try:
         import torchvision
 
@@ -158,6 +160,7 @@ def environment_report() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "matplotlib": matplotlib.__version__,
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "CPU kernels": kernel_report(),
         "FAST mode": str(fast()),
         "data folder": display_path(data_dir()),
     }

@@ -115,27 +115,38 @@ def mean_std_table(df, index, columns, value: str, percent: bool = True, digits:
 
 
 def paired_verdict(df, a: str, b: str, value: str = "fpr95", *, column: str = "method", lower_is_better: bool = True,
-                   ood: str = "mean", min_gap: float = 0.0) -> dict:
-    """Does row ``a`` beat row ``b`` seed by seed? Both were run on the same seeds (a paired comparison).
+                   ood: str = "mean", percent: bool = True) -> dict:
+    """Does row ``a`` beat row ``b``? Both were run on the same seeds (a paired comparison).
 
-    Returns ``{"a", "b", "mean_a", "std_a", "mean_b", "std_b", "wins", "seeds", "verdict", "text"}``:
-    ``wins`` = seeds where ``a`` is better by more than ``min_gap``; ``verdict`` is "holds" (every seed),
-    "does not hold" (no seed) or "mixed"; ``text`` one sentence with the numbers in percent.
+    Returns ``{"a", "b", "values_a", "values_b" (per seed, in seed order), "mean_a", "std_a", "mean_b", "std_b",
+    "better", "effect", "wins", "seeds", "verdict", "text"}``: ``effect`` is the
+    :class:`~gregnb.findings.stats.Effect` of the per-seed differences in ``a``'s favour (in points when
+    ``percent``: ``value`` is a fraction); ``verdict`` follows its 95 % interval ("holds" above 0, "does not hold" below,
+    "inconclusive" across); ``wins`` = seeds where ``a`` is better; ``text`` one line with the numbers in percent.
     """
+    from .findings.stats import Effect, sign_test_p
+
     rows = df[df["ood"] == ood] if "ood" in df else df
     wide = rows.pivot_table(index="seed", columns=column, values=value)
     for name in (a, b):
         if name not in wide:
             raise ValueError(f"no rows named {name!r} in column {column!r}; have {sorted(wide.columns)}")
-    diff = (wide[b] - wide[a]) if lower_is_better else (wide[a] - wide[b])
-    wins, n = int((diff > min_gap).sum()), int(diff.notna().sum())
-    verdict = "holds" if wins == n else "does not hold" if wins == 0 else "mixed"
-    out = {"a": a, "b": b, "mean_a": float(wide[a].mean()), "std_a": float(wide[a].std(ddof=1)) if n > 1 else 0.0,
-           "mean_b": float(wide[b].mean()), "std_b": float(wide[b].std(ddof=1)) if n > 1 else 0.0,
-           "wins": wins, "seeds": n, "verdict": verdict}
+    wide = wide[[a, b]].dropna()
+    if wide.empty:
+        raise ValueError(f"rows {a!r} and {b!r} share no seed with a value of {value!r}: nothing to pair")
+    n = len(wide)
     better = "lower" if lower_is_better else "higher"
-    out["text"] = (f"{a} {better} {value} than {b} in {wins}/{n} seeds: {100 * out['mean_a']:.1f} ± "
-                   f"{100 * out['std_a']:.1f}% vs {100 * out['mean_b']:.1f} ± {100 * out['std_b']:.1f}% ({verdict})")
+    diff = (wide[b] - wide[a]) if lower_is_better else (wide[a] - wide[b])
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    effect = Effect.from_differences(diff, unit="points" if percent else "", better=better, scale=scale)
+    out = {"a": a, "b": b, "values_a": [float(v) for v in wide[a]], "values_b": [float(v) for v in wide[b]],
+           "mean_a": float(wide[a].mean()), "std_a": float(wide[a].std(ddof=1)) if n > 1 else 0.0,
+           "mean_b": float(wide[b].mean()), "std_b": float(wide[b].std(ddof=1)) if n > 1 else 0.0,
+           "better": better, "effect": effect, "wins": effect.wins, "seeds": n, "verdict": effect.verdict()}
+    p = float(sign_test_p(effect.wins, n))
+    a_text, b_text = (f"{scale * out[f'mean_{k}']:.3g} ± {scale * out[f'std_{k}']:.2g}{unit}" for k in "ab")
+    out["text"] = (f"{a} vs {b}, {value}: {a_text} vs {b_text}; {a} {effect.text()}; "
+                   f"{effect.wins}/{n} seeds, sign test p = {p:.2g} ({out['verdict']})")
     return out
 
 

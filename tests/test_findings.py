@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from gregnb.experiments import paired_verdict
-from gregnb.findings import (Findings, Number, compare, load_record, sign_test_p, summarize, verdict_from_wins,
+from gregnb.findings import (Effect, Findings, Number, compare, comparison, load_record, sign_test_p, summarize,
                              write_record)
 from gregnb.findings.render import FindingsView
 from gregnb.findings.run import chapter_notebooks
@@ -22,9 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "notebooks" / "findings"
 
 
-def _record(verdict="holds", mean=4.0, std=1.0, mode="normal", wins=None, seeds=None):
+def _record(verdict="holds", mean=4.0, std=1.0, mode="normal", diffs=None):
+    """A one-claim record: a yes/no check with ``verdict``, or with ``diffs`` a paired claim decided by them."""
     f = Findings("99", fast=mode == "fast")
-    f.add("a-claim", "A claim.", verdict, {"x": Number(mean, std, 3, "%")}, wins=wins, seeds=seeds)
+    effect = None if diffs is None else Effect.from_differences(diffs, unit="points", better="lower")
+    f.add("a-claim", "A claim.", verdict if effect is None else effect.verdict(), {"x": Number(mean, std, 3, "%")},
+          effect=effect)
     return f.to_dict()
 
 
@@ -49,10 +52,20 @@ def test_number_band_and_text():
             Number(**bad)
 
 
-def test_verdicts_from_wins():
-    assert [verdict_from_wins(w, 5) for w in (5, 0, 3)] == ["holds", "does not hold", "mixed"]
-    with pytest.raises(ValueError):
-        verdict_from_wins(6, 5)
+def test_a_paired_verdict_follows_the_95_percent_t_interval_of_the_mean_difference():
+    from scipy import stats
+
+    diffs = [1.0, 2.5, 0.5, 3.0, 1.5]
+    e = Effect.from_differences(diffs, unit="points", better="lower")
+    ci = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
+    assert (e.low, e.high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert (e.verdict(), e.wins, e.n) == ("holds", 5, 5)
+    assert Effect.from_differences([-x for x in diffs]).verdict() == "does not hold"
+    assert Effect.from_differences([2.0, -1.0, 1.5, -0.5, 0.4]).verdict() == "inconclusive"   # 3/5 won, CI spans 0
+    assert Effect.from_differences([0.1, 0.2, 0.1, 0.15, -0.01]).verdict() == "holds"   # 4/5 won, CI above 0
+    assert Effect.from_differences([1.0]).verdict() == "inconclusive"                  # one seed: no interval
+    assert e.text() == "lower by 1.7 points (95 % CI 0.4 to 3.0)"
+    assert Effect.from_dict(e.to_dict()) == Effect.from_dict(Effect.from_dict(e.to_dict()).to_dict())
 
 
 @pytest.mark.parametrize("wins, seeds", [(5, 5), (3, 3), (4, 5), (0, 5), (2, 3), (7, 10), (1, 1)])
@@ -68,8 +81,8 @@ def test_sign_test_p_is_scipys_exact_binomial_test(wins, seeds):
 
 
 def test_the_findings_table_shows_each_paired_verdicts_p_value():
-    view = FindingsView(_record("holds", wins=3, seeds=3), None)
-    assert "holds (3/3 seeds; sign test p = 1/8 ≈ 0.125)" in repr(view)
+    view = FindingsView(_record(diffs=[1.0, 1.2, 0.9]), None)
+    assert "holds: lower by 1.0 points (95 % CI 0.7 to 1.4); 3/3 seeds, sign test p = 1/8 ≈ 0.125" in repr(view)
     assert "sign test" in view._repr_html_()
     check = Findings("99", fast=False)
     check.add_check("a-check", "A check.", True)
@@ -82,7 +95,8 @@ def test_add_paired_takes_paired_verdict_numbers():
     f = Findings("99", fast=False)
     assert f.add_paired("a-beats-b", "Row a has a lower mean FPR95 than row b.", paired_verdict(df, "a", "b")) is None
     claim = f.claims["a-beats-b"]   # add* return None: a call left last in a cell shows no Claim(...) repr
-    assert (claim.verdict, claim.wins, claim.seeds) == ("mixed", 2, 3)   # seed 1: a is worse
+    assert (claim.verdict, claim.wins, claim.seeds) == ("inconclusive", 2, 3)   # seed 1: a is worse
+    assert claim.effect.values == pytest.approx((10.0, -3.0, 25.0))               # in points, a's favour > 0
     assert claim.numbers["a"].mean == pytest.approx(100 * np.mean([0.10, 0.15, 0.05]))
     assert claim.numbers["b"].std == pytest.approx(100 * np.std([0.20, 0.12, 0.30], ddof=1))
     f.add_paired("a-beats-b-wide", "The same, with a tolerance.", paired_verdict(df, "a", "b"), tol=20.0)
@@ -95,7 +109,9 @@ def test_findings_refuse_bad_claims():
     f.add_check("ok", "Fine.", True)
     for args, kw, match in [(("ok", "Again.", "holds"), {}, "already"), (("Bad Id", "x", "holds"), {}, "lower-case"),
                             (("v", "x", "maybe"), {}, "verdict must be"),
-                            (("w", "x", "holds"), dict(wins=3, seeds=5), "does not match"),
+                            (("w", "x", "holds"), dict(effect=Effect.from_differences([1.0, -2.0, 0.5])),
+                             "does not match"),
+                            (("u", "x", "holds"), dict(wins=3, seeds=5), "needs its effect"),
                             (("n", "x", "holds", {"y": 3.0}), {}, "Number")]:
         with pytest.raises((ValueError, TypeError), match=match):
             f.add(*args, **kw)
@@ -104,12 +120,13 @@ def test_findings_refuse_bad_claims():
 
 
 def test_compare_finds_each_kind_of_departure():
-    base = _record("mixed", wins=2, seeds=3)
-    assert compare(base, _record("mixed", wins=1, seeds=3)) == []            # still mixed: same verdict
-    assert compare(base, _record("mixed", mean=4.9, wins=2, seeds=3)) == []  # inside mean ± std
-    flipped = compare(base, _record("holds", wins=3, seeds=3))
-    assert len(flipped) == 1 and "a-claim: verdict 'holds (3/3 seeds)', recorded 'mixed (2/3 seeds)'" in flipped[0]
-    moved = compare(base, _record("mixed", mean=5.2, wins=2, seeds=3))
+    base = _record(diffs=[1.0, -0.5, 0.8])
+    assert compare(base, _record(diffs=[1.0, -0.5, -0.8])) == []            # still inconclusive: same verdict
+    assert compare(base, _record(mean=4.9, diffs=[1.0, -0.5, 0.8])) == []  # inside mean ± std
+    flipped = compare(base, _record(diffs=[1.0, 1.1, 0.9]))
+    assert len(flipped) == 1 and "a-claim: verdict 'holds (3/3 seeds)', recorded 'inconclusive (2/3 seeds)'" \
+        in flipped[0]
+    moved = compare(base, _record(mean=5.2, diffs=[1.0, -0.5, 0.8]))
     assert len(moved) == 1 and "outside the recorded 4.0 ± 1.0 %" in moved[0]
     other = Findings("99", fast=False)
     other.add_check("b-claim", "Another.", True)

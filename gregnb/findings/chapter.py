@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from .record import VERDICTS, Claim, Number, check_claim_id, verdict_from_wins
+from .record import FORMAT, VERDICTS, Claim, Number, check_claim_id, summarize
+from .stats import Effect
 from .render import show
 
 __all__ = ["Findings"]
@@ -32,48 +33,76 @@ class Findings:
         self.chapter, self.fast, self.claims = chapter, bool(fast), {}
 
     def add(self, claim_id: str, claim: str, verdict: str, numbers: Mapping[str, Number] | None = None, *,
-            wins: int | None = None, seeds: int | None = None) -> None:
-        """Record a claim (in :attr:`claims`). ``claim_id``: lower-case words joined by hyphens, unique in the chapter."""
+            wins: int | None = None, seeds: int | None = None, effect: Effect | None = None) -> None:
+        """Record a claim (in :attr:`claims`). ``claim_id``: lower-case words joined by hyphens, unique in the chapter.
+
+        A paired claim gives its ``effect`` (:class:`~gregnb.findings.stats.Effect`); its verdict must be the
+        effect's (the interval rule), and ``wins`` / ``seeds`` are the effect's seeds won and count."""
         check_claim_id(claim_id)
         if claim_id in self.claims:
             raise ValueError(f"claim {claim_id!r} was already recorded in chapter {self.chapter}")
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-        if (wins is None) != (seeds is None):
-            raise ValueError("give both wins and seeds, or neither")
-        if seeds is not None and verdict != verdict_from_wins(wins, seeds):
-            raise ValueError(f"verdict {verdict!r} does not match {wins}/{seeds} seeds won")
+        if effect is not None:
+            wins, seeds = effect.wins if wins is None else wins, effect.n if seeds is None else seeds
+            if verdict != effect.verdict():
+                raise ValueError(f"verdict {verdict!r} does not match the effect {effect.text()}: that is "
+                                 f"{effect.verdict()!r}")
+            if (wins, seeds) != (effect.wins, effect.n):
+                raise ValueError(f"{wins}/{seeds} seeds won does not match the effect's {effect.wins}/{effect.n}")
+        elif wins is not None or seeds is not None:
+            raise ValueError("a paired claim needs its effect (the per-seed differences): use add_paired")
         numbers = dict(numbers or {})
         for name, value in numbers.items():
             if not isinstance(value, Number):
                 raise TypeError(f"number {name!r} must be a gregnb.findings.Number (use summarize(...)), got "
                                 f"{type(value).__name__}")
         self.claims[claim_id] = Claim(claim_id, claim, verdict, numbers,
-                                      None if wins is None else int(wins), None if seeds is None else int(seeds))
+                                      None if wins is None else int(wins), None if seeds is None else int(seeds),
+                                      effect)
 
     def add_paired(self, claim_id: str, claim: str, result: Mapping, *, unit: str = "%", scale: float = 100.0,
                    names: tuple[str, str] | None = None, tol: float = 0.0) -> None:
         """Record a seed-by-seed comparison from :func:`gregnb.experiments.paired_verdict`.
 
-        The two rows' means and stds become numbers named after the rows (or ``names``), in ``unit``;
-        ``tol`` (in ``unit``) widens their check band for a measure that moves in steps (a spread of 0 over seeds).
+        The two rows' per-seed values become numbers named after the rows (or ``names``), in ``unit``; the
+        per-seed differences in the claim's favour become its effect (in points for ``unit="%"``), which sets the
+        verdict. ``tol`` (in ``unit``) widens the numbers' check band for a measure that moves in steps.
         """
-        missing = {"a", "b", "mean_a", "std_a", "mean_b", "std_b", "wins", "seeds", "verdict"} - set(result)
+        missing = {"a", "b", "values_a", "values_b", "better"} - set(result)
         if missing:
             raise ValueError(f"add_paired needs the dict paired_verdict returns; missing {sorted(missing)}")
         name_a, name_b = names or (result["a"], result["b"])
-        n = int(result["seeds"])
-        numbers = {name_a: Number(scale * result["mean_a"], scale * result["std_a"], n, unit, tol),
-                   name_b: Number(scale * result["mean_b"], scale * result["std_b"], n, unit, tol)}
-        self.add(claim_id, claim, result["verdict"], numbers, wins=result["wins"], seeds=n)
+        numbers = {name: summarize(result[key], unit, scale, tol)
+                   for name, key in ((name_a, "values_a"), (name_b, "values_b"))}
+        sign = -1.0 if result["better"] == "lower" else 1.0
+        diffs = [sign * (x - y) for x, y in zip(result["values_a"], result["values_b"])]
+        effect = Effect.from_differences(diffs, unit="points" if unit == "%" else unit, better=result["better"],
+                                         scale=scale)
+        self.add(claim_id, claim, effect.verdict(), numbers, effect=effect)
+
+    def add_comparison(self, claim_id: str, claim: str, df, a: str, b: str, *, unit: str = "%",
+                       scale: float = 100.0, names: tuple[str, str] | None = None, tol: float = 0.0,
+                       **paired) -> dict:
+        """:func:`~gregnb.experiments.paired_verdict` of rows ``a`` and ``b`` of ``df`` (keywords ``paired``:
+        ``value``, ``column``, ``ood``, ``lower_is_better``), recorded with :meth:`add_paired`; returns the result
+        (its ``"text"`` says it in one line)."""
+        from ..experiments import paired_verdict
+
+        result = paired_verdict(df, a, b, **paired)
+        self.add_paired(claim_id, claim, result, unit=unit, scale=scale, names=names, tol=tol)
+        return result
 
     def add_check(self, claim_id: str, claim: str, passed: bool, numbers: Mapping[str, Number] | None = None) -> None:
         """Record a yes/no claim (a property that holds or not), with the numbers that decide it."""
         self.add(claim_id, claim, "holds" if bool(passed) else "does not hold", numbers)
 
     def to_dict(self) -> dict:
-        return {"format": 1, "chapter": self.chapter, "mode": "fast" if self.fast else "normal",
-                "claims": [c.to_dict() for c in self.claims.values()]}
+        from ..config import device
+        from ..kernels import platform_key
+
+        return {"format": FORMAT, "chapter": self.chapter, "mode": "fast" if self.fast else "normal",
+                "platform": platform_key(device().type), "claims": [c.to_dict() for c in self.claims.values()]}
 
     def show(self, records=None):
         """Display the committed normal-mode record next to this run (see :mod:`gregnb.findings.render`).
@@ -82,3 +111,4 @@ class Findings:
         run's record there. Returns the displayable object.
         """
         return show(self.to_dict(), records)
+

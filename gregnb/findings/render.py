@@ -11,7 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from .record import Claim, compare
+from .record import FORMAT, Claim, claims_by_id, comparison
+from .stats import LEVEL
 
 __all__ = ["records_dir", "load_record", "write_record", "FindingsView", "show"]
 
@@ -32,10 +33,10 @@ def load_record(chapter: str, folder: str | os.PathLike | None = None) -> dict |
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("format") != 1 or record.get("chapter") != chapter or not isinstance(record.get("claims"), list):
-            raise ValueError("not a format-1 findings record for this chapter")
-        for claim in record["claims"]:
-            Claim.from_dict(claim)
+        if record.get("format") not in (1, FORMAT) or record.get("chapter") != chapter or \
+                not isinstance(record.get("claims"), list):
+            raise ValueError(f"not a format-{FORMAT} findings record for this chapter")
+        claims_by_id(record)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} is not a usable findings record ({err}); restore it from git or rewrite it with "
                          f"`python -m gregnb.findings update {chapter}`") from None
@@ -58,11 +59,13 @@ class FindingsView:
     def __init__(self, current: dict, recorded: dict | None):
         self.current, self.recorded = current, recorded
         self.fast = current["mode"] != "normal"
-        self.problems = [] if recorded is None or self.fast else compare(recorded, current)
+        self.comparison = None if recorded is None or self.fast else comparison(recorded, current)
+        self.problems = self.comparison.problems if self.comparison else []
+        self.notes = self.comparison.notes if self.comparison else []
 
     def _rows(self):
         shown = self.recorded or self.current
-        now = {c["id"]: Claim.from_dict(c) for c in self.current["claims"]}
+        now = claims_by_id(self.current, "run")
         for d in shown["claims"]:
             claim = Claim.from_dict(d)
             numbers = "; ".join(f"{k}: {v.text()}" for k, v in claim.numbers.items())
@@ -74,9 +77,12 @@ class FindingsView:
             elif self.fast:
                 this_run = f"FAST: {mine.outcome()} (not comparable)"
             else:
-                own = [p for p in self.problems if p.startswith(claim.id + ":")]
-                this_run = "same verdict, numbers within the recorded spread" if not own else \
-                    "DIFFERS: " + "; ".join(p.split(": ", 1)[1] for p in own)
+                own = [p.split(": ", 1)[1] for p in self.problems if p.startswith(claim.id + ":")]
+                said = [p.split(": ", 1)[1] for p in self.notes if p.startswith(claim.id + ":")]
+                same = ("same verdict, numbers consistent with the record" if self.comparison.statistical else
+                        "same verdict, numbers within the recorded spread")
+                this_run = "DIFFERS: " + "; ".join(own) if own else \
+                    f"{mine.verdict}; " + "; ".join(said) if said else same
             yield claim.claim, claim.outcome_with_p(), numbers, this_run
 
     def header(self) -> list[str]:
@@ -90,14 +96,20 @@ class FindingsView:
             lines = [f"Committed record (normal mode), made {p.get('date', '?')} from commit "
                      f"{str(p.get('commit', '?'))[:10]}{dirty} on {p.get('machine', '?')}, torch {p.get('torch', '?')}."]
         if any(c.get("seeds") for c in (self.recorded or self.current)["claims"]):
-            lines.append("A paired verdict counts the seeds won; its p is the exact one-sided sign test: the chance of "
-                         "winning at least that many seeds if each seed were a fair coin flip (all of 5 seeds: 1/32, "
-                         "all of 3: 1/8). \"holds\" means every seed won, not that p is small.")
+            lines.append(f"A paired claim is decided by its effect, the seed-by-seed difference in the claim's favour: "
+                         f"it holds when the {round(100 * LEVEL)} % interval of the mean difference lies above zero, does "
+                         f"not hold when it lies below, and is inconclusive when it contains zero. The seeds won and "
+                         f"the exact one-sided sign test p (the chance of winning at least that many seeds if each "
+                         f"were a fair coin flip; all of 5 seeds: 1/32, all of 3: 1/8) are shown beside it.")
         if self.fast:
             lines.append("This run is in FAST mode (fewer seeds and epochs): its verdicts are smoke tests and are "
                          "not comparable with the normal-mode record.")
         elif self.recorded is not None:
-            lines.append("This run reproduces every recorded verdict, with every number inside its recorded spread."
+            if self.comparison.platform_note:
+                lines.append(self.comparison.platform_note[0].upper() + self.comparison.platform_note[1:] + ".")
+            lines.append(("This run agrees with every recorded verdict and number."
+                          if self.comparison.statistical else
+                          "This run reproduces every recorded verdict, with every number inside its recorded spread.")
                          if not self.problems else
                          f"This run departs from the record in {len(self.problems)} place(s): see the last column.")
         return lines
@@ -106,7 +118,7 @@ class FindingsView:
         head = "".join(f"<p>{html.escape(line)}</p>" for line in self.header())
         cells = "".join("<tr>" + "".join(f'<td style="text-align:left">{html.escape(x)}</td>' for x in row) + "</tr>"
                         for row in self._rows())
-        titles = ("claim", "verdict", "numbers (mean ± std over seeds)", "this run")
+        titles = ("claim", "verdict: effect, seeds won, p", "numbers (mean ± std over seeds)", "this run")
         table = ('<table class="gregnb-findings"><thead><tr>' + "".join(f'<th style="text-align:left">{t}</th>'
                                                                         for t in titles)
                  + f"</tr></thead><tbody>{cells}</tbody></table>")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..config import cpu_cores, data_dir
-from .record import compare
+from .record import comparison
 from .render import load_record, write_record
 
 __all__ = ["ROOT", "chapter_notebooks", "chapter_workers", "execute_chapter", "provenance", "update", "check", "main"]
@@ -99,15 +99,18 @@ def _cpu_model() -> str:
 
 
 def provenance(seconds: float, workers: int = 1) -> dict:
-    """Commit (and whether tracked files had uncommitted changes), date, machine and versions of a run."""
+    """Commit (and whether tracked files had uncommitted changes), date, machine, versions and the CPU kernels
+    of a run (the kernel level in force is the chapters' kernels', as :mod:`gregnb.kernels` pins it)."""
     import torch
+
+    from ..kernels import kernel_report
 
     return {"commit": _git("rev-parse", "HEAD") or "unknown (not a git checkout)",
             "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs{_cpu_model()}",
             "python": platform.python_version(), "torch": torch.__version__, "threads": 1,
-            "workers": workers, "seconds": round(seconds, 1)}
+            "workers": workers, "cpu_kernels": kernel_report(), "seconds": round(seconds, 1)}
 
 
 def chapter_workers(jobs: int) -> int:
@@ -154,7 +157,7 @@ def update(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeou
             status = 1
             continue
         seconds = run.pop("seconds")
-        record = {"format": run["format"], "chapter": nn, "mode": run["mode"],
+        record = {"format": run["format"], "chapter": nn, "mode": run["mode"], "platform": run.get("platform"),
                   "provenance": provenance(seconds, chapter_workers(jobs)),
                   "claims": run["claims"]}
         write_record(record, records / f"{nn}.json")
@@ -177,11 +180,17 @@ def check(chapters: Sequence[str] = (), *, notebooks=None, records=None, timeout
             print(f"{path.stem}: FAILED: {run}", flush=True)
             failed.append(nn)
             continue
-        problems = compare(recorded[nn], run)
-        print(f"{path.stem}: {'OK' if not problems else 'DEPARTS FROM ITS RECORD'} "
+        result = comparison(recorded[nn], run)
+        problems = result.problems
+        how = " (compared statistically: another platform)" if result.statistical else ""
+        print(f"{path.stem}: {'OK' + how if not problems else 'DEPARTS FROM ITS RECORD'} "
               f"({len(run['claims'])} claims, {run['seconds']:.0f} s)", flush=True)
+        if result.platform_note:
+            print(f"    note: {result.platform_note}", flush=True)
         for p in problems:
             print(f"    {p}", flush=True)
+        for p in result.notes:
+            print(f"    note: {p}", flush=True)
         if problems:
             failed.append(nn)
     if failed:
