@@ -232,7 +232,8 @@ _RESULT_LIKE = re.compile(r"(?<![\w.\-−])[−-]?\d+(?:[.,]\d+)*(?:\s*[–-]\s*
                           r"|(?<![\w.\-−])[−-]?\d+\.\d+"                                           # 0.113
                           r"|\b\d+\s*(?:of|/)\s*\d+\s+seeds")                                      # 2 of 5 seeds
 #: Numbers any chapter's prose may state: definitions.
-GIVEN_ALL = {"95%": "the true-positive rate that defines FPR95"}
+GIVEN_ALL = {"95%": "the true-positive rate that defines FPR95",
+             "95 %": "the confidence level of every interval (docs/method.md, section 9)"}
 #: Numbers a chapter's prose may state without a record: settings, definitions and other papers' numbers.
 GIVEN = {
     "00": {},
@@ -295,42 +296,83 @@ def test_chapter_prose_states_no_number_its_record_does_not_hold(path):
                        f"hold: {stray}. Print them from code and record them, or declare a setting in GIVEN.")
 
 
-# ---- prose near a claim id agrees with the claim's recorded verdict ------------------------------------------
+# ---- prose near a claim id agrees with the claim's recorded verdict (docs/method.md, section 9) ---------------
 _CITE = re.compile(r"\[([a-z0-9]+(?:-[a-z0-9]+)+)\]")
 _PRAISE = re.compile(r"\b(?:help(?:s|ed|ing)?|beat(?:s|en|ing)?|improv(?:e|es|ed|ing|ement|ements)|"
                      r"outperform(?:s|ed|ing)?)\b", re.I)
+_TENDS = re.compile(r"\btends? to\b", re.I)
+_TIE = re.compile(r"\b(?:ties?|tied|on a par)\b", re.I)
+_SUPPORT = re.compile(r"\bsupport(?:s|ed)?\b", re.I)
 _NEGATION = re.compile(r"\b(?:not|no|never|nor|neither|without|fails? to|cannot)\b|n't\b", re.I)
 
 
-def verdict_mismatches(md: str, verdicts: dict[str, str]) -> list[str]:
+def _state(claim) -> tuple[str, int | None, int | None]:
+    if isinstance(claim, str):
+        return ("inconclusive" if claim == "mixed" else claim), None, None
+    verdict = claim["verdict"]
+    return ("inconclusive" if verdict == "mixed" else verdict), claim.get("wins"), claim.get("seeds")
+
+
+def verdict_mismatches(md: str, claims: dict) -> list[str]:
     """Citations ``[claim-id]`` whose clause (the words leading up to it since the sentence's start or the previous
-    citation) says helps / beats / improves / outperforms while the claim is recorded as mixed or does not hold, or
-    negates such a word while the claim holds. A sentence ends at . ; : or a new bullet or paragraph."""
+    citation) words the claim otherwise than its record allows (docs/method.md, section 9): helps / beats /
+    improves / outperforms only for a claim that holds (negated: only for one that does not); "tends to" only for
+    a claim that does not hold under the rule but won more than half of its seeds; "tie" only for an inconclusive
+    claim; "supports" only for one that holds. ``claims``: id -> verdict, or id -> the record's claim dict.
+    A sentence ends at . ; : or a new bullet or paragraph."""
     text = re.sub(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", " ", md.split("## References")[0], flags=re.S)
     problems = []
     for sentence in re.split(r"(?<=[.;:!?])\s+|\n\s*[-*]\s+|\n\s*\n", text):
         start = 0
         for m in _CITE.finditer(sentence):
             clause, start = sentence[start:m.start()], m.end()
-            verdict = verdicts.get(m.group(1))
+            if m.group(1) not in claims:
+                continue
+            verdict, wins, seeds = _state(claims[m.group(1)])
+            said = f"[{m.group(1)}] is recorded as {verdict!r}" + (f" ({wins}/{seeds} seeds)" if seeds else "")
+            tail = clause.strip()[-90:]
+            tends = _TENDS.search(clause)
+            if tends is not None:
+                if verdict == "holds" or not seeds or 2 * wins <= seeds:
+                    problems.append(f"{said} but the prose says 'tends to': {tail!r}")
+                continue
+            tie = _TIE.search(clause)
+            if tie is not None and verdict != "inconclusive":
+                problems.append(f"{said} but the prose calls it a tie: {tail!r}")
+            support = _SUPPORT.search(clause)
+            if support is not None and verdict != "holds" and not _NEGATION.search(clause[:support.start()][-40:]):
+                problems.append(f"{said} but the prose says it supports: {tail!r}")
             praise = _PRAISE.search(clause)
-            if verdict is None or praise is None:
+            if praise is None:
                 continue
             negated = _NEGATION.search(clause[:praise.start()][-40:]) is not None
             if (verdict != "holds") != negated:
-                problems.append(f"[{m.group(1)}] is recorded as {verdict!r} but the prose says "
-                                f"{clause.strip()[-90:]!r}")
+                problems.append(f"{said} but the prose says {tail!r}")
     return problems
 
 
-def test_the_verdict_check_catches_a_planted_mismatch():
-    verdicts = {"greg-beats-energy": "mixed", "masks-beat-all": "holds", "weight-1-helps": "does not hold"}
-    assert verdict_mismatches("On digits GReg beats the energy loss [greg-beats-energy].", verdicts)
-    assert verdict_mismatches("- The gradient term improves FPR95 at this weight [weight-1-helps]", verdicts)
-    assert verdict_mismatches("The masks do not help [masks-beat-all].", verdicts)
+def test_the_verdict_check_catches_each_kind_of_planted_mismatch():
+    claims = {"greg-beats-energy": {"verdict": "inconclusive", "wins": 1, "seeds": 5},
+              "masks-beat-all": {"verdict": "holds", "wins": 5, "seeds": 5},
+              "weight-1-helps": {"verdict": "does not hold", "wins": 0, "seeds": 5},
+              "two-way-beats-random": {"verdict": "inconclusive", "wins": 4, "seeds": 5},
+              "mask-shrinks-share": {"verdict": "holds", "wins": 5, "seeds": 5}}
+    planted = [
+        "On digits GReg beats the energy loss [greg-beats-energy].",               # praise, not held
+        "- The gradient term improves FPR95 at this weight [weight-1-helps]",      # praise, reversed
+        "The masks do not help [masks-beat-all].",                                 # negated, but it holds
+        "On digits GReg ties the energy loss [masks-beat-all].",                   # a tie that holds
+        "GReg tends to beat the energy loss [greg-beats-energy].",                 # 'tends' with 1/5 won
+        "The masks tend to win [masks-beat-all].",                                 # 'tends' for a claim that holds
+        "The data support the mask explanation [greg-beats-energy].",              # support, not held
+        "GReg+ beats random GReg where the pool did not reach [two-way-beats-random].",  # 4/5 is not 'beats'
+    ]
+    for sentence in planted:
+        assert verdict_mismatches(sentence, claims), sentence
     fine = ("On digits GReg ties the energy loss [greg-beats-energy]; the masks beat penalising every sample "
-            "[masks-beat-all], and λ∇ = 1 does not help [weight-1-helps].")
-    assert verdict_mismatches(fine, verdicts) == []
+            "[masks-beat-all], and λ∇ = 1 does not help [weight-1-helps]. GReg+ tends to beat random GReg "
+            "[two-way-beats-random]; the data support a smaller masked share [mask-shrinks-share].")
+    assert verdict_mismatches(fine, claims) == []
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name[:2])
@@ -339,5 +381,5 @@ def test_chapter_prose_near_a_claim_agrees_with_its_recorded_verdict(path):
     if record is None:
         pytest.skip("no findings record")
     md = "\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
-    problems = verdict_mismatches(md, {c["id"]: c["verdict"] for c in record["claims"]})
+    problems = verdict_mismatches(md, {c["id"]: c for c in record["claims"]})
     assert not problems, f"{path.name}: prose contradicts the findings record: {problems}"
