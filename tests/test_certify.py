@@ -9,7 +9,7 @@ from torch import nn
 
 from gregnb.certify import build_graph, energy_bounds, grid_radius, logit_bounds, run_graph, sound_radius
 from gregnb.certify.rounding import safety_margin
-from gregnb.certify.study import certified_curve, nearest_other_class
+from gregnb.certify.study import certified_area, certified_curve, nearest_other_class
 from gregnb.lipschitz import attack_radius, score_attack
 from gregnb.models import MLP, LipschitzCNN, SmallCNN
 from gregnb.scores import energy
@@ -250,6 +250,35 @@ def test_certified_curve_and_scale_by_hand():
         test_y = torch.tensor([0])
 
     assert nearest_other_class(Tiny()).tolist() == [1.0]  # the class-0 training point at distance 0 is skipped
+
+
+def test_certified_curve_counts_the_detection_mask_not_positive_radii():
+    r = torch.tensor([0.0, 0.0, 0.1, 0.3])
+    detected = torch.tensor([False, True, True, True])   # the second is detected, certified at no radius
+    torch.testing.assert_close(certified_curve(r, [0.0, 0.05, 0.2], detected),
+                               torch.tensor([0.75, 0.5, 0.25], dtype=torch.float64))
+    with pytest.raises(ValueError, match="detected"):
+        certified_curve(r, [0.0], detected[:3])
+    with pytest.raises(ValueError, match="detected"):
+        certified_curve(r, [0.0], detected.float())
+
+
+def test_certified_area_over_log_eps_by_hand():
+    # range [0.001, 1]: three decades. Radii 0.01, 0.1 and 10 cover 1/3, 2/3 and all of it; a detected point
+    # certified at 0.0001 (below the range) and a missed one count 0: (1/3 + 2/3 + 1 + 0 + 0) / 5 = 0.4.
+    r = torch.tensor([0.01, 0.1, 10.0, 1e-4, 0.0])
+    detected = torch.tensor([True, True, True, True, False])
+    assert certified_area(r, 1e-3, 1.0, detected) == pytest.approx(0.4)
+    # it is the mean over log eps of the certified curve: a fine log grid's trapezoid agrees
+    grid = torch.logspace(-3, 0, 30001, dtype=torch.float64)
+    curve = certified_curve(r, grid, detected)
+    trapezoid = float(torch.trapezoid(curve, grid.log()) / math.log(1e3))
+    assert trapezoid == pytest.approx(0.4, abs=1e-3)
+    # 0.5 lies halfway between 0.25 and 1 on a log axis (a linear axis would give 1/3)
+    assert certified_area(torch.tensor([0.5]), 0.25, 1.0) == pytest.approx(0.5)
+    for lo, hi in ((0.0, 1.0), (1.0, 1.0), (0.1, math.inf)):
+        with pytest.raises(ValueError, match="eps_min"):
+            certified_area(r, lo, hi)
 
 
 def test_bad_input_raises_value_error():

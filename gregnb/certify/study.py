@@ -1,5 +1,5 @@
-"""Measurements for chapter 06: the sandwich of radii, certified-detection curves, a scale for digits
-radii, and the Lipschitz-constrained CNN trained like the chapters' models.
+"""Measurements for chapter 06: the sandwich of radii, certified-detection curves and their area over log eps,
+a scale for digits radii, and the Lipschitz-constrained CNN trained like the chapters' models.
 
 The sandwich, per correctly detected point: ``{global, IBP, CROWN} <= true radius <= attack radius``.
 The three are sound certificates, so each lies below the truth; an attack's radius lies above it. Among the
@@ -21,7 +21,8 @@ from ..metrics import threshold_at_tpr
 from ..scores import energy
 from .radius import sound_radius
 
-__all__ = ["energy_threshold", "radius_table", "certified_curve", "nearest_other_class", "lipschitz_models"]
+__all__ = ["energy_threshold", "radius_table", "certified_curve", "certified_area", "nearest_other_class",
+           "lipschitz_models"]
 
 
 def energy_threshold(model: nn.Module, data: Benchmark, tpr: float = 0.95) -> float:
@@ -51,16 +52,48 @@ def radius_table(model: nn.Module, x: torch.Tensor, threshold: float, *, is_id, 
     return pd.DataFrame(rows)
 
 
-def certified_curve(radii, eps_grid) -> torch.Tensor:
-    """Unconditional certified detection: for each ``eps``, the share of *all* points detected correctly
-    and certified at ``eps`` (a misdetected point has radius 0 and never counts; at ``eps = 0`` the curve
-    is the share detected correctly). ``radii``: ``(N,)``. Returns ``(len(eps_grid),)``."""
-    r = torch.as_tensor(radii, dtype=torch.float64).flatten()
-    grid = torch.as_tensor(eps_grid, dtype=torch.float64).flatten()
+def _radii_and_mask(radii, detected):
+    r = radii.detach().double() if torch.is_tensor(radii) else torch.tensor(radii, dtype=torch.float64)
+    r = r.flatten()
     if len(r) == 0 or (r < 0).any() or torch.isnan(r).any():
         raise ValueError("radii must be a non-empty collection of numbers >= 0")
-    detected = r > 0
-    return torch.stack([(detected & (r >= g)).double().mean() if g > 0 else detected.double().mean() for g in grid])
+    if detected is None:
+        return r, r > 0
+    mask = detected.detach().flatten() if torch.is_tensor(detected) else torch.tensor(detected).flatten()
+    if mask.dtype != torch.bool or mask.shape != r.shape:
+        raise ValueError(f"detected must be a boolean mask with one entry per radius ({len(r)}), "
+                         f"got {mask.dtype} of shape {tuple(mask.shape)}")
+    return r, mask
+
+
+def certified_curve(radii, eps_grid, detected=None) -> torch.Tensor:
+    """Unconditional certified detection: for each ``eps``, the share of *all* points that are detected
+    correctly and certified at ``eps`` (``detected`` and ``radius >= eps``); at ``eps = 0``, the share detected.
+
+    ``radii``: ``(N,)`` sound radii (0 where misdetected). ``detected``: ``(N,)`` booleans, the points the
+    model decides correctly; without it a point counts as detected when its radius is > 0, which also drops
+    a detected point whose certificate is 0 (e.g. one within rounding error of the threshold) from the
+    curve at ``eps = 0``. Returns ``(len(eps_grid),)``."""
+    r, mask = _radii_and_mask(radii, detected)
+    grid = torch.as_tensor(eps_grid, dtype=torch.float64).flatten()
+    return torch.stack([(mask & (r >= g)).double().mean() if g > 0 else mask.double().mean() for g in grid])
+
+
+def certified_area(radii, eps_min: float, eps_max: float, detected=None) -> float:
+    """The area under :func:`certified_curve` over ``log eps`` from ``eps_min`` to ``eps_max``, divided by
+    that range's length ``log(eps_max / eps_min)``: the curve's mean over a log-uniform ``eps``, in [0, 1].
+
+    Computed exactly (the curve is a step function): the mean over *all* points of
+    ``clip(log(r / eps_min) / log(eps_max / eps_min), 0, 1)`` for a detected point, 0 for a missed one. A
+    detected point certified beyond ``eps_max`` counts 1, one certified below ``eps_min`` counts 0: the area
+    measures certification over the range, not detection. ``detected`` as in :func:`certified_curve`."""
+    lo = float(eps_min)
+    hi = float(eps_max)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(f"need 0 < eps_min < eps_max (both finite), got eps_min={eps_min}, eps_max={eps_max}")
+    r, mask = _radii_and_mask(radii, detected)
+    share = (torch.log(r / lo) / math.log(hi / lo)).clamp(0.0, 1.0)   # log 0 = -inf clamps to 0
+    return float(torch.where(mask, share, torch.zeros_like(share)).mean())
 
 
 def nearest_other_class(data: Benchmark, n: int = 200) -> torch.Tensor:
