@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import validate
 from .calibration import evaluate_models_on
 from .data.base import Benchmark
 from .inference import predict_logits
@@ -28,7 +29,8 @@ from .metrics import fpr_at_tpr, threshold_at_tpr
 from .scores import score_fn
 
 __all__ = ["SPACES", "embed", "nearest_distance", "distance_to_pool", "band_edges", "assign_bands", "fpr95_by_band",
-           "grouped_ood_sets", "distance_by_set", "coverage_bands", "evaluate_uncovered", "covered_vs_uncovered"]
+           "check_edges", "grouped_ood_sets", "distance_by_set", "coverage_bands", "evaluate_uncovered",
+           "covered_vs_uncovered"]
 
 SPACES = ("features", "input")
 
@@ -61,7 +63,8 @@ def nearest_distance(queries: torch.Tensor, reference: torch.Tensor, *, batch_si
                          f"{tuple(q.shape)} and {tuple(r.shape)}")
     if not (torch.isfinite(q).all() and torch.isfinite(r).all()):
         raise ValueError("queries and reference must be finite (no NaN or inf)")
-    k = min(int(shortlist), len(r))
+    batch_size, shortlist = validate.whole("batch_size", batch_size), validate.whole("shortlist", shortlist)
+    k = min(shortlist, len(r))
     r32, r64 = r.float(), r.double()
     r2 = (r32 * r32).sum(1)
     out = []
@@ -85,9 +88,8 @@ def distance_to_pool(x: torch.Tensor, pool: torch.Tensor, model: nn.Module | Non
 
 def band_edges(distances, n_bands: int = 4) -> np.ndarray:
     """``n_bands + 1`` edges at the 0, 1/n, ..., 1 quantiles of ``distances`` (equal-count bands)."""
-    if isinstance(n_bands, bool) or not isinstance(n_bands, (int, np.integer)) or n_bands < 1:
-        raise ValueError(f"n_bands must be a whole number >= 1, got {n_bands!r}")
-    d = np.asarray(distances, dtype=np.float64).ravel()
+    n_bands = validate.whole("n_bands", n_bands)
+    d = _values("distances", distances)
     if d.size < n_bands or not np.isfinite(d).all():
         raise ValueError(f"need at least n_bands ({n_bands}) finite distances, got {d.size}")
     return np.quantile(d, np.linspace(0.0, 1.0, int(n_bands) + 1))
@@ -96,7 +98,7 @@ def band_edges(distances, n_bands: int = 4) -> np.ndarray:
 def assign_bands(distances, edges) -> np.ndarray:
     """Band index 0 .. len(edges) - 2 of each distance: band b holds ``edges[b] <= d < edges[b + 1]`` (the
     last band includes its upper edge; values beyond the edges go to the first or last band)."""
-    d, e = np.asarray(distances, np.float64).ravel(), np.asarray(edges, np.float64)
+    d, e = _values("distances", distances), check_edges(edges)
     return np.clip(np.searchsorted(e[1:-1], d, side="right"), 0, len(e) - 2)
 
 
@@ -107,16 +109,37 @@ def fpr95_by_band(id_scores, ood_scores, distances, *, n_bands: int = 4, edges=N
     ``edges``: band edges (default :func:`band_edges` of ``distances``). Returns one dict per band:
     ``band`` (1 = nearest), ``lo``, ``hi`` (its distance range), ``n`` and ``fpr95`` (NaN for an empty band).
     """
-    ood = np.asarray(ood_scores, np.float64).ravel()
-    d = np.asarray(distances, np.float64).ravel()
+    ood, d = _values("ood_scores", ood_scores), _values("distances", distances)
     if ood.shape != d.shape:
         raise ValueError(f"one distance per OOD score is needed: {ood.size} scores, {d.size} distances")
-    edges = band_edges(d, n_bands) if edges is None else np.asarray(edges, np.float64)
+    edges = band_edges(d, n_bands) if edges is None else check_edges(edges)
     band = assign_bands(d, edges)
     threshold_at_tpr(id_scores, tpr)  # validates id_scores and tpr even when a band is empty
     return [{"band": b + 1, "lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int((band == b).sum()),
              "fpr95": fpr_at_tpr(id_scores, ood[band == b], tpr) if (band == b).any() else float("nan")}
             for b in range(len(edges) - 1)]
+
+
+def check_edges(edges) -> np.ndarray:
+    """``edges`` as a float64 array, checked: at least two band edges, none NaN, in increasing order (equal
+    neighbours allowed: tied quantiles); an error says how to fix them."""
+    e = _values("edges", edges)
+    if e.size < 2 or np.isnan(e).any():
+        raise ValueError(f"edges must hold at least two band edges and no NaN, got {e.tolist()}")
+    if (np.diff(e) < 0).any():
+        raise ValueError(f"edges must increase (band b holds edges[b] <= d < edges[b + 1]), got {e.tolist()}; pass "
+                         f"them sorted: sorted(edges) = {sorted(e.tolist())}")
+    return e
+
+
+def _values(name: str, values) -> np.ndarray:
+    """``values`` (a list, an array or a tensor on any device) as a flat float64 NumPy array; else a clear error."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    try:
+        return np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 1-D collection of numbers, got {validate.describe(values)}") from None
 
 
 def grouped_ood_sets(data: Benchmark) -> dict[str, tuple[str, torch.Tensor]]:

@@ -11,6 +11,7 @@ from .data.base import Benchmark
 from .inference import as_model_input, predict_logits
 from .metrics import ood_metrics
 from .scores import score_fn
+from .validate import number
 
 __all__ = ["predict_logits", "evaluate", "results_table", "summary", "as_model_input"]
 
@@ -23,12 +24,22 @@ def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperatu
     set (``data.ood`` empty) ``"ood"`` and ``"mean"`` are empty dicts.
     """
     fn = score_fn(score)
+    if not isinstance(data, Benchmark):
+        raise TypeError(f"data must be a gregnb.data.Benchmark (e.g. gregnb.data.load_dataset('digits')), got "
+                        f"{type(data).__name__}")
+    temperature = number("temperature", temperature, low=0.0, low_open=True, hint="the paper uses 1")
+    tpr = number("tpr", tpr, low=0.0, high=1.0, low_open=True, hint="0.95 for FPR95")
     tf = data.eval_transform
     test_y = torch.as_tensor(data.test_y)
     if test_y.ndim != 1 or len(test_y) != len(data.test_x) or test_y.is_floating_point() or test_y.dtype == torch.bool:
         raise ValueError(f"data.test_y must hold one integer class label per test sample ({len(data.test_x)}), got "
                          f"{test_y.dtype} of shape {tuple(test_y.shape)}; convert with .long()")
     id_logits = predict_logits(model, data.test_x, transform=tf)
+    k = id_logits.shape[1]
+    if len(test_y) and int(test_y.max()) >= k:
+        raise ValueError(f"data.test_y holds labels up to {int(test_y.max())}, but the model gives {k} logits per "
+                         f"sample: its accuracy would be meaningless; evaluate the model trained on this data "
+                         f"(n_classes={data.n_classes})")
     acc = (id_logits.argmax(1) == test_y).float().mean().item()
     id_s = fn(id_logits, temperature)
     per_set = {name: ood_metrics(id_s, fn(predict_logits(model, x, transform=tf), temperature), tpr)
@@ -97,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset, arch = args.dataset or meta.get("dataset"), args.arch or meta.get("arch")
     if not dataset or not arch:
         raise SystemExit(f"{args.ckpt} records no dataset/arch: pass --dataset and --arch")
+    if dataset == "digits" and args.data_root is not None:
+        ap.error("--data-root does nothing for the digits benchmark: its images are generated (cached under the data "
+                 "folder, $GREGNB_DATA); leave it out")
     data = load_dataset(dataset, root=args.data_root, seed=int(meta.get("seed", 0)), load_aux=False)
     model = build_model(arch, n_classes=data.n_classes, in_channels=int(meta.get("in_channels", DATASETS[dataset].in_channels)))
     load_model_state(model, state, args.ckpt)

@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .validate import number
+
 __all__ = ["fpr_at_tpr", "auroc", "aupr_in", "aupr_out", "ood_metrics", "threshold_at_tpr"]
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -57,8 +59,7 @@ def threshold_at_tpr(id_scores: ArrayLike, tpr: float = 0.95) -> float:
 
     This is the detector's gamma (E1, docs/method.md) when scores are HIGH = ID: accept as ID when score >= t.
     """
-    if not (isinstance(tpr, (int, float, np.floating)) and 0.0 < float(tpr) <= 1.0):
-        raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
+    tpr = number("tpr", tpr, low=0.0, high=1.0, low_open=True, hint="0.95 for FPR95")
     s = np.sort(_as_scores(id_scores, "id_scores"))[::-1]
     n = s.size
     # k = smallest count whose TPR k/n reaches tpr (the same float comparison scikit-learn's ROC makes)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .validate import number, scalar, whole
+
 __all__ = ["kmeans", "energy_cluster_sample", "random_sample", "greedy_sample", "dos_sample", "SAMPLERS",
            "get_sampler", "SelectionPlan", "plan_selection", "DOS_DROP_FRACTION", "ROLES", "CANDIDATE_FACTOR"]
 
@@ -32,7 +34,9 @@ ROLES = ("hard", "detected", "fill")
 CANDIDATE_FACTOR = 6
 
 
-def _check(features: torch.Tensor, energies: torch.Tensor) -> None:
+def _check(features: torch.Tensor, energies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates as tensors (NumPy arrays or lists converted), checked."""
+    features, energies = _tensor("features", features), _tensor("energies", energies)
     if features.ndim != 2:
         raise ValueError(f"features must have shape (N, D), got {tuple(features.shape)}")
     if energies.ndim != 1 or len(energies) != len(features):
@@ -42,6 +46,17 @@ def _check(features: torch.Tensor, energies: torch.Tensor) -> None:
         raise ValueError("no candidates: features is empty")
     if not torch.isfinite(features).all() or not torch.isfinite(energies).all():
         raise ValueError("features or energies contain NaN/inf; check the model's outputs on the candidates")
+    return features, energies
+
+
+def _tensor(name: str, x) -> torch.Tensor:
+    """``x`` as a tensor (a NumPy array or a list of numbers converted as ``torch.as_tensor`` does)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a tensor (or an array of numbers), got {type(x).__name__}") from None
 
 
 def _kmeanspp(x: torch.Tensor, k: int, n_init: int, gen: torch.Generator | None) -> torch.Tensor:
@@ -76,9 +91,12 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 3, max_iter: int = 50, tol:
         ``(labels, centres)``: ``(N,)`` int64 cluster of each point and ``(k, D)`` centres.
         An empty cluster is re-seeded at the point farthest from its centre, so all k are used.
     """
+    x = _tensor("x", x)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty (N, D) tensor, got shape {tuple(x.shape)}")
     k = _check_count("k", k, 1, len(x), "the number of points N")
+    n_init, max_iter = whole("n_init", n_init), whole("max_iter", max_iter, 0)
+    tol = number("tol", tol, low=0.0)
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN/inf")
     x = x.float() if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16) else x
@@ -158,7 +176,7 @@ def energy_cluster_sample(features: torch.Tensor, energies: torch.Tensor, n_per_
     high-energy ones, then the fill. With ``return_roles``, also a LongTensor of the same length: the
     role of each pick as an index into :data:`ROLES`. Deterministic given ``generator``.
     """
-    _check(features, energies)
+    features, energies = _check(features, energies)
     keep = _window(energies, window)
     n = len(keep)
     if n_clusters is None:
@@ -198,14 +216,14 @@ def energy_cluster_sample(features: torch.Tensor, energies: torch.Tensor, n_per_
 def random_sample(features: torch.Tensor, energies: torch.Tensor, n_select: int,
                   generator: torch.Generator | None = None, **_) -> torch.Tensor:
     """``n_select`` candidates uniformly at random, without replacement (the plain energy-loss recipe)."""
-    _check(features, energies)
+    features, energies = _check(features, energies)
     n_select = _check_count("n_select", n_select, 1, len(energies), "the number of candidates")
     return torch.randperm(len(energies), generator=generator)[:n_select].to(energies.device)
 
 
 def greedy_sample(features: torch.Tensor, energies: torch.Tensor, n_select: int, **_) -> torch.Tensor:
     """The ``n_select`` lowest-energy (most ID-like) candidates: hard-outlier mining without diversity."""
-    _check(features, energies)
+    features, energies = _check(features, energies)
     n_select = _check_count("n_select", n_select, 1, len(energies), "the number of candidates")
     return energies.argsort()[:n_select]
 
@@ -218,7 +236,7 @@ def dos_sample(features: torch.Tensor, energies: torch.Tensor, n_select: int, n_
     :data:`DOS_DROP_FRACTION` of the candidates (16 of 384 in the authors' baseline, whose window is
     [16, 400)), so the rule also works for small candidate batches. ``n_clusters`` defaults to
     ``n_select`` (one pick per cluster)."""
-    _check(features, energies)
+    features, energies = _check(features, energies)
     if window == "auto":
         window = _dos_window(len(energies))
     n_kept = len(_window(energies, window))
@@ -244,7 +262,8 @@ def _default_clusters(batch_size: int, n_kept: int) -> int:
 
 
 def _check_count(name: str, value, low: int, high: int, what: str) -> int:
-    """``value`` must be an integer (Python or NumPy) in [low, high]; returns it as an int."""
+    """``value`` must be an integer (Python or NumPy, or a 0-d integer tensor) in [low, high]; returns it as an int."""
+    value = scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be a whole number, got {value!r} of type {type(value).__name__}")
     if not low <= int(value) <= high:

@@ -10,17 +10,20 @@ They are differentiable, so they also serve inside losses.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
+
+from .validate import number
 
 __all__ = ["energy", "msp", "max_logit", "SCORES", "score_fn"]
 
 
 def _check_logits(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
-        logits = torch.as_tensor(logits, dtype=torch.get_default_dtype())
+        try:
+            logits = torch.as_tensor(logits, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be a tensor or an array of numbers of shape (N, K), got "
+                             f"{type(logits).__name__}") from None
     if logits.ndim != 2 or logits.shape[1] < 1:
         raise ValueError(f"{name} must have shape (N, K) with K >= 1, got {tuple(logits.shape)}")
     if not logits.is_floating_point():
@@ -28,9 +31,9 @@ def _check_logits(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
     return logits
 
 
-def _check_temperature(temperature) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number > 0 (the paper uses 1), got {temperature!r}")
+def _check_temperature(temperature) -> float:
+    """``temperature`` as a float > 0 (any number type: a 0-d tensor, a NumPy scalar)."""
+    return number("temperature", temperature, low=0.0, low_open=True, hint="the paper uses 1")
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -45,14 +48,14 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         ``(N,)`` energies, in the units of the logits.
     """
     logits = _check_logits(logits)
-    _check_temperature(temperature)
+    temperature = _check_temperature(temperature)
     return -temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
 def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Maximum softmax probability ``max_k softmax(f(x)/T)_k`` in (0, 1]; HIGH = ID."""
     logits = _check_logits(logits)
-    _check_temperature(temperature)
+    temperature = _check_temperature(temperature)
     return torch.softmax(logits / temperature, dim=1).amax(dim=1)
 
 

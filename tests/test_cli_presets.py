@@ -139,3 +139,66 @@ def test_margins_and_outlier_batches_come_from_the_registry_and_the_config():
             TrainConfig(method="_needs_margins")
     finally:
         METHODS.pop("_needs_margins")
+
+
+@pytest.mark.parametrize("flags,named", [(["--max-aux", "100"], "--max-aux does"), (["--aux", "pool.npy"], "--aux does"),
+                                         (["--data-root", "somewhere"], "--data-root does"),
+                                         (["--download"], "--download does"),
+                                         (["--aux", "p.npy", "--max-aux", "8"], "--aux, --max-aux do")])
+def test_digits_refuses_the_flags_that_choose_cifar_files(flags, named, tmp_path, capsys):
+    """Issue 37, item 1: on the generated digits, --max-aux / --aux / --data-root / --download did nothing (the same
+    loss history as without them) and nothing said so; now each is refused by name, before any work."""
+    from gregnb.data import load_dataset
+
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--method", "energy", "--m-in", "-8", "--m-out", "-2", "--epochs", "1", "--out", str(out), *flags])
+    assert exc.value.code == 2 and f"{named} nothing for --dataset digits" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="max_aux does nothing for the digits benchmark"):
+        load_dataset("digits", max_aux=100)
+
+
+def test_resume_refuses_another_pool_and_both_files_record_it(tiny_cifar, tmp_path, capsys):
+    """Issue 37, item 2: a resume with another --aux, --max-aux or --data-root trained epoch 2 on other outliers;
+    now last.pt and metrics.json record the pool (source, size, a hash of its images) and the data root, and a
+    resume that changes any of them (or the pool file's contents) is refused, naming it."""
+    from gregnb.config import display_path
+
+    root, _ = tiny_cifar
+    pool = np.load(root / "300K_random_images.npy")
+    np.save(tmp_path / "pool.npy", pool)
+    np.save(tmp_path / "other.npy", pool[::-1].copy())  # as many images, in another order
+    out = tmp_path / "o"
+    args = TINY + ["--method", "energy", "--m-in", "-8", "--m-out", "-2", "--data-root", str(root), "--out", str(out)]
+    own = ["--aux", str(tmp_path / "pool.npy")]
+    assert train_main(args + own) == 0
+    meta = json.loads((out / "metrics.json").read_text())["meta"]
+    assert {k: meta[k] for k in ("aux", "max_aux", "data_root", "pool_size")} == {
+        "aux": display_path(tmp_path.resolve() / "pool.npy"), "max_aux": None,
+        "data_root": display_path(root.resolve()), "pool_size": 64}
+    assert load_checkpoint(out / "last.pt")["meta"] == meta
+    for change, named in ((["--aux", str(tmp_path / "other.npy")], "--aux .*other.npy"),
+                          (own + ["--max-aux", "8"], r"--max-aux \(not given\) \(now 8\)"),
+                          (own + ["--data-root", str(tmp_path)], "--data-root")):
+        with pytest.raises(ValueError, match=f"cannot resume .*{named}"):
+            train_main([*args, *change, "--resume", "--epochs", "2"])
+    np.save(tmp_path / "pool.npy", pool[::-1].copy())  # the same path, other images
+    with pytest.raises(ValueError, match="the pool file's contents changed"):
+        train_main(args + own + ["--resume", "--epochs", "2"])
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1  # every refusal left the run as it was
+    np.save(tmp_path / "pool.npy", pool)
+    assert train_main(args + own + ["--resume", "--epochs", "2"]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["history"]["loss"]) == 2
+    for bad, said in (("0", "--max-aux must be at least 1"), ("65", "the pool holds only 64 images")):
+        with pytest.raises(SystemExit):
+            train_main(args + own + ["--max-aux", bad, "--overwrite"])
+        assert said in capsys.readouterr().err
+
+
+def test_a_bad_device_is_refused_by_name_before_any_work(tmp_path, capsys):
+    for device, said in (("nonsense", "--device='nonsense' is not a device; pass 'cpu'"),
+                         ("meta", "--device='meta' holds shapes only")):
+        with pytest.raises(SystemExit):
+            train_main(["--epochs", "1", "--out", str(tmp_path / "o"), "--device", device])
+        assert said in capsys.readouterr().err and not (tmp_path / "o").exists()

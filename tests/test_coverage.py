@@ -84,6 +84,26 @@ def test_fpr95_by_band_hand_worked_and_against_metrics():
         fpr95_by_band(id_s, ood, dist[:-1])
 
 
+def test_band_edges_out_of_order_are_refused_not_reported_as_bands():
+    """Issue 37, item 5: unsorted edges gave bands with lo > hi and an FPR95 for each; now an error says how to fix
+    them, and tied edges (equal quantiles) still work."""
+    id_s, ood, dist = np.arange(1.0, 21.0), np.array([5.0, 0.0, 3.0, 1.0]), np.array([0.1, 0.3, 0.6, 0.9])
+    for bad in ([1.0, 0.5, 0.2, 0.0], [0.0, 0.5, 0.4, 1.0]):
+        with pytest.raises(ValueError, match=r"edges must increase .*sorted\(edges\) = \[0\.0, "):
+            fpr95_by_band(id_s, ood, dist, edges=bad)
+        with pytest.raises(ValueError, match="edges must increase"):
+            assign_bands(dist, bad)
+    for bad in ([0.5], [0.0, float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="at least two band edges and no NaN"):
+            fpr95_by_band(id_s, ood, dist, edges=bad)
+    rows = fpr95_by_band(id_s, ood, dist, edges=[0.0, 0.5, 0.5, 1.0])  # a tie: an empty middle band
+    assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(0.0, 0.5, 2), (0.5, 0.5, 0), (0.5, 1.0, 2)]
+    assert rows[0]["fpr95"] == 0.5 and np.isnan(rows[1]["fpr95"]) and rows[2]["fpr95"] == 0.5  # 5 >= 2; 3 >= 2
+    # a tensor for the distances, a 0-d tensor for n_bands: the same bands as NumPy and an int
+    assert fpr95_by_band(id_s, ood, torch.tensor(dist), n_bands=torch.tensor(2)) == fpr95_by_band(id_s, ood, dist,
+                                                                                                   n_bands=2)
+
+
 def _bench():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(60, 1, 8, 8, generator=g)

@@ -461,3 +461,186 @@ def test_command_lines_report_bad_files_without_a_stack_trace(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "error:" in r.stderr and "empty.pt is empty (0 bytes)" in r.stderr
+
+
+# ---------------------------------------------------------------- the public boundary, pattern by pattern (issue 37)
+
+class _Plain(torch.nn.Module):
+    """A model with gregnb's forward signature and no check of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 3)
+
+    def forward(self, x, return_features=False):
+        return (self.fc(x), x) if return_features else self.fc(x)
+
+
+def _boundary_cases():
+    """``(id, call(net, x, blobs), error type, regex)``: each call used to fail deep inside (a raw torch / NumPy /
+    Python error) or to pass silently; the error must name the argument, the value and what to pass."""
+    from gregnb.certify import energy_bounds, sound_radius
+    from gregnb.coverage import nearest_distance
+    from gregnb.data.cifar import load_aux_pool
+    from gregnb.evaluate import evaluate
+    from gregnb.lipschitz import certified_radius, global_lipschitz_bound, score_attack
+    from gregnb.metrics import threshold_at_tpr
+    from gregnb.sampling import kmeans
+    from gregnb.train import accuracy
+
+    def meta_net(net, x, blobs):
+        return MLP(n_classes=3).to("meta")
+
+    def fit_kw(**kw):
+        return lambda net, x, blobs: fit(net, blobs, **{**KW, **kw}, step_hook=_never_called)
+
+    sr = dict(n_bisect=2)
+    V = ValueError
+    return [
+        # zero or negative counts
+        ("predict_logits batch_size=0", lambda n, x, b: predict_logits(n, x, 0), V,
+         "batch_size must be a whole number >= 1, got 0"),
+        ("accuracy batch_size=-1", lambda n, x, b: accuracy(n, x, torch.zeros(8).long(), batch_size=-1), V,
+         "batch_size must be a whole number >= 1, got -1"),
+        ("energy_bounds batch_size=0", lambda n, x, b: energy_bounds(n, x, 0.1, batch_size=0), V, "batch_size .* got 0"),
+        ("sound_radius batch_size=0", lambda n, x, b: sound_radius(n, x, -1.0, batch_size=0, **sr), V, "batch_size"),
+        ("nearest_distance batch_size=0", lambda n, x, b: nearest_distance(x, x, batch_size=0), V, "batch_size .*0"),
+        ("nearest_distance shortlist=0", lambda n, x, b: nearest_distance(x, x, shortlist=0), V, "shortlist .*got 0"),
+        ("kmeans n_init=0", lambda n, x, b: kmeans(x, 2, n_init=0), V, "n_init must be a whole number >= 1, got 0"),
+        ("global_lipschitz_bound iters=0", lambda n, x, b: global_lipschitz_bound(n, iters=0), V, "iters .* got 0"),
+        ("load_aux_pool max_images=0", lambda n, x, b: load_aux_pool("p.npy", max_images=0), V,
+         r"max_images \(--max-aux\) must be a whole number >= 1"),
+        # None or strings for thresholds and radii
+        ("certified_radius threshold=None", lambda n, x, b: certified_radius(torch.zeros(3), None, 1.0), V,
+         "threshold must be a finite number, got None; pass a number"),
+        ("certified_radius threshold='1.0'", lambda n, x, b: certified_radius(torch.zeros(3), "1.0", 1.0), V,
+         r"threshold must be a finite number, got '1.0'; pass the number itself, not a string: threshold=1.0"),
+        ("certified_radius lipschitz=None", lambda n, x, b: certified_radius(torch.zeros(3), 1.0, None), V,
+         "lipschitz must be a number or a collection of numbers, got None"),
+        ("certified_radius eps='1'", lambda n, x, b: certified_radius(torch.zeros(3), 1.0, 1.0, eps="1"), V,
+         "eps must be .* got '1'"),
+        ("sound_radius threshold=None", lambda n, x, b: sound_radius(n, x, None, **sr), V, "threshold .* got None"),
+        ("sound_radius threshold='1'", lambda n, x, b: sound_radius(n, x, "1", **sr), V, "threshold .* got '1'"),
+        ("threshold_at_tpr tpr=None", lambda n, x, b: threshold_at_tpr(torch.ones(4), None), V,
+         r"tpr must be a finite number in \(0, 1\] \(0.95 for FPR95\), got None"),
+        ("local_lipschitz eps=None", lambda n, x, b: local_lipschitz(n, x, None), V,
+         r"eps must be a non-negative finite number .* got None; pass a radius"),
+        ("energy_bounds eps=None", lambda n, x, b: energy_bounds(n, x, None), V, "eps must be .* got None"),
+        ("energy temperature='1'", lambda n, x, b: energy(torch.zeros(2, 3), "1"), V,
+         "temperature must be a finite number > 0 .* got '1'; pass the number itself"),
+        ("certified_fraction eps_grid=None", lambda n, x, b: certified_fraction(n, x, 0.0, None, is_id=True), V,
+         r"eps_grid must be a list of radii, e.g. \[0.0, 0.1, 0.2\], got None"),
+        ("score_attack seed='a'", lambda n, x, b: score_attack(n, x, 0.1, seed="a"), V, "seed must be a whole number"),
+        # invalid values that passed silently
+        ("sound_radius rel_tol=-1", lambda n, x, b: sound_radius(n, x, -1.0, rel_tol=-1, **sr), V,
+         r"rel_tol must be a finite number in \[0, 1\) .*got -1"),
+        ("sound_radius rel_tol=nan", lambda n, x, b: sound_radius(n, x, -1.0, rel_tol=float("nan"), **sr), V,
+         "rel_tol .* got nan"),
+        ("sound_radius temperature=0", lambda n, x, b: sound_radius(n, x, -1.0, temperature=0, **sr), V,
+         "temperature must be a finite number > 0"),
+        ("sound_radius cell=-1", lambda n, x, b: sound_radius(n, x, -1.0, method="grid", cell=-1.0), V,
+         r"cell must be a finite number in \(0, 1\], got -1.0"),
+        ("kmeans tol=-1", lambda n, x, b: kmeans(x, 2, tol=-1.0), V, "tol must be a finite number >= 0, got -1.0"),
+        ("evaluate tpr=2", lambda n, x, b: evaluate(n, b, tpr=2), V, r"tpr must be .*\(0, 1\].* got 2"),
+        # devices and the meta device
+        ("fit device='nonsense'", fit_kw(device="nonsense"), V,
+         "device='nonsense' is not a device; pass 'cpu', 'cuda'"),
+        ("fit device='meta'", fit_kw(device="meta"), V, "device='meta' holds shapes only, no values"),
+        ("fit device='cuda:7'", fit_kw(device="cuda:7"), V, "device='cuda:7': this machine has .* CUDA GPU"),
+        ("fit meta model", lambda n, x, b: fit(meta_net(n, x, b), b, **KW), V, "model's weights are on the meta device"),
+        ("predict_logits meta model", lambda n, x, b: predict_logits(meta_net(n, x, b), x), V, "meta device"),
+        ("predict_logits meta x", lambda n, x, b: predict_logits(n, x.to("meta")), V, "x is on the meta device"),
+        # other types than documented
+        ("fit model='mlp'", lambda n, x, b: fit("mlp", b, **KW), TypeError,
+         "model must be a torch nn.Module .* got 'mlp'"),
+        ("fit data=(x, y)", lambda n, x, b: fit(n, (b.train_x, b.train_y), **KW), TypeError,
+         r"data must be a gregnb.data.Benchmark .* got a tuple of length 2"),
+        ("fit inside inference_mode", lambda n, x, b: torch.inference_mode()(fit)(n, b, **KW), RuntimeError,
+         r"called inside torch.inference_mode\(\).*call it outside"),
+        # shapes and labels
+        ("fit labels beyond the model's outputs", lambda n, x, b: fit(MLP(n_classes=2), b, **KW), V,
+         "the model gives 2 logits per sample, but the data has n_classes = 3 .*n_classes=3"),
+        ("evaluate labels beyond the model's outputs", lambda n, x, b: evaluate(MLP(n_classes=2), b), V,
+         "labels up to 2, but the model gives 2 logits"),
+        ("energy_bounds wrong sample shape", lambda n, x, b: energy_bounds(n, torch.randn(4, 3), 0.1), V,
+         r"the model cannot take samples of shape \(3,\)"),
+        ("predict_logits wrong shape, a model without its own check",
+         lambda n, x, b: predict_logits(_Plain(), torch.randn(4, 5)), V, r"the model cannot run on inputs of shape \(4, 5\)"),
+    ]
+
+
+@pytest.mark.parametrize("case", _boundary_cases(), ids=lambda c: c[0])
+def test_poor_inputs_get_errors_that_name_the_argument_and_the_fix(case, net, blobs):
+    _, call, err, match = case
+    with pytest.raises(err, match=match):
+        call(net, torch.randn(8, 2), blobs)
+
+
+def test_numbers_in_other_types_are_accepted_and_give_the_same_result(net, blobs):
+    """A 0-d tensor or a NumPy scalar wherever a number is accepted (they were refused with a message that
+    contradicted itself: "must be a finite number, got tensor(1.)"): the result equals the plain number's."""
+    from gregnb.certify import energy_bounds, sound_radius
+    from gregnb.coverage import band_edges
+    from gregnb.lipschitz import certified_radius
+    from gregnb.metrics import fpr_at_tpr, threshold_at_tpr
+    from gregnb.sampling import greedy_sample, kmeans
+    from gregnb.scores import msp
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 2)
+    z = net(x).detach()
+    s = torch.randn(40, dtype=torch.float64)
+    t0, f32, i64 = torch.tensor, np.float32, np.int64
+    same = torch.testing.assert_close
+    same(energy(z, t0(0.5)), energy(z, 0.5))
+    same(msp(z, f32(2.0)), msp(z, 2.0))
+    assert threshold_at_tpr(s, t0(0.75, dtype=torch.float64)) == threshold_at_tpr(s, 0.75)
+    assert fpr_at_tpr(s, -s, np.float64(0.5)) == fpr_at_tpr(s, -s, 0.5)
+    e = energy(z)
+    same(certified_radius(e, t0(-1.0), t0(2.0), eps=f32(0.5)), certified_radius(e, -1.0, 2.0, eps=0.5))
+    same(certified_fraction(net, x, t0(-1.0), [0.0, 0.1], is_id=np.True_, lipschitz=t0(2.0)),
+         certified_fraction(net, x, -1.0, [0.0, 0.1], is_id=True, lipschitz=2.0))
+    same(attack_radius(net, x[:3], f32(-1.0), eps_max=t0(0.5), steps=i64(3), n_bisect=t0(2)),
+         attack_radius(net, x[:3], -1.0, eps_max=0.5, steps=3, n_bisect=2))
+    same(sound_radius(net, x, -1.0, eps_max=f32(0.5), n_bisect=i64(3), rel_tol=t0(0.25)),
+         sound_radius(net, x, -1.0, eps_max=0.5, n_bisect=3, rel_tol=0.25))
+    same(energy_bounds(net, x, t0(0.1), temperature=t0(1.0)), energy_bounds(net, x, 0.1))
+    assert (band_edges(s.numpy(), t0(4)) == band_edges(s.numpy(), 4)).all()
+    same(kmeans(x, t0(2), generator=torch.Generator().manual_seed(0)),
+         kmeans(x, 2, generator=torch.Generator().manual_seed(0)))
+    same(greedy_sample(x, e, i64(3)), greedy_sample(x, e, 3))
+    # training settings: the same losses (0.015625 and -5.0 are exact in float32)
+    kw = {**KW, "epochs": 1}
+    h = fit(_mlp(), blobs, "energy", **{**kw, "lr": t0(0.015625), "epochs": t0(1)}, m_in=t0(-5.0), m_out=f32(-1.0))
+    assert h["loss"] == fit(_mlp(), blobs, "energy", **{**kw, "lr": 0.015625}, m_in=-5.0, m_out=-1.0)["loss"]
+
+
+def test_gradients_and_arrays_work_where_a_tensor_is_expected(net):
+    """Inside torch.inference_mode() (or on a tensor made there) the gradient measurements used to fail deep in
+    autograd; NumPy arrays where a tensor was expected failed in kmeans, the samplers, the bounds and the sound
+    radius. Each now gives the result it gives on a plain tensor outside inference mode."""
+    from gregnb.certify import energy_bounds, sound_radius
+    from gregnb.coverage import nearest_distance
+    from gregnb.lipschitz import score_attack
+    from gregnb.sampling import energy_cluster_sample, kmeans
+
+    torch.manual_seed(1)
+    x = torch.randn(6, 2)
+    same = torch.testing.assert_close
+    with torch.inference_mode():
+        x_inf = x.clone()
+        inside = (input_gradient_norm(net, x), local_lipschitz(net, x, 0.1, steps=3), score_attack(net, x, 0.1, steps=3),
+                  sound_radius(net, x, -1.0, n_bisect=3))
+    same(inside[0], input_gradient_norm(net, x))
+    same(inside[1], local_lipschitz(net, x, 0.1, steps=3))
+    same(inside[2], score_attack(net, x, 0.1, steps=3))
+    same(inside[3], sound_radius(net, x, -1.0, n_bisect=3))
+    same(input_gradient_norm(net, x_inf), input_gradient_norm(net, x))  # a tensor made in inference mode
+    e = energy(net(x)).detach()
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    same(kmeans(x.numpy(), 2, generator=gen()), kmeans(x, 2, generator=gen()))
+    same(energy_cluster_sample(x.numpy(), e.numpy(), n_clusters=2, generator=gen()),
+         energy_cluster_sample(x, e, n_clusters=2, generator=gen()))
+    same(energy_bounds(net, x.numpy(), 0.1), energy_bounds(net, x, 0.1))
+    same(sound_radius(net, x.numpy(), -1.0, n_bisect=3), sound_radius(net, x, -1.0, n_bisect=3))
+    same(nearest_distance(x.numpy(), x.numpy() + 1.0), nearest_distance(x, x + 1.0))

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
+from .. import validate
 from .graph import _DTYPE, build_graph, run_graph
 from .propagate import InputSet, backward_lower, propagate
 
@@ -36,19 +38,57 @@ BOUND_METHODS = ("global", "ibp", "crown", "grid")
 METHODS = BOUND_METHODS
 
 
-def _inputs(model: nn.Module, x, eps, norm: str):
-    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
-        raise ValueError("x must be a non-empty tensor of shape (N, *input_shape)")
+def _as_x(x) -> torch.Tensor:
+    """``x`` as a tensor (a NumPy array or a list of numbers converted), checked: ``(N, *input_shape)``, N >= 1,
+    real, finite, holding values."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"x must be a tensor (or an array) of shape (N, *input_shape), got "
+                             f"{validate.describe(x)}") from None
+    if x.ndim < 2 or len(x) == 0 or x.device.type == "meta" or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"x must be a non-empty real tensor of shape (N, *input_shape) holding values, got "
+                         f"{x.dtype} of shape {tuple(x.shape)} on {x.device}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
+    return x
+
+
+def _inputs(model: nn.Module, x, eps, norm: str):
+    validate.module("model", model)
+    x = _as_x(x)
     if norm not in ("l2", "linf"):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-    eps_t = torch.as_tensor(eps, dtype=_DTYPE).flatten()
-    if eps_t.numel() == 1:
+    try:
+        eps_t = torch.as_tensor(validate.scalar(eps), dtype=_DTYPE).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        eps_t = None
+    if eps_t is not None and eps_t.numel() == 1:
         eps_t = eps_t.expand(len(x))
-    if len(eps_t) != len(x) or not torch.isfinite(eps_t).all() or (eps_t < 0).any():
-        raise ValueError("eps must be a finite number >= 0, or one per sample")
+    if isinstance(eps, (str, bool)) or eps_t is None or len(eps_t) != len(x) or not torch.isfinite(eps_t).all() \
+            or (eps_t < 0).any():
+        raise ValueError(f"eps must be a finite number >= 0, or one per sample ({len(x)}), got "
+                         f"{validate.describe(eps)}; pass a radius such as 0.1")
     return x.detach().cpu().to(_DTYPE), eps_t.clone()
+
+
+def _graph(model: nn.Module, x: torch.Tensor) -> list:
+    """:func:`build_graph` for ``x``'s sample shape; a shape the model cannot take is reported as such."""
+    try:
+        ops = build_graph(model, tuple(x.shape[1:]))
+        run_graph(ops, torch.zeros(1, *x.shape[1:], dtype=_DTYPE))  # one sample through: the shapes fit
+        return ops
+    except RuntimeError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"the model cannot take samples of shape {tuple(x.shape[1:])} ({first}); pass x of shape "
+                         f"(N, *input_shape) with the input shape it was built for") from err
+
+
+def _settings(temperature, batch_size) -> tuple[float, int]:
+    """``temperature`` (> 0) and ``batch_size`` (>= 1), checked (any number type)."""
+    return (validate.number("temperature", temperature, low=0.0, low_open=True, hint="the paper uses 1"),
+            validate.whole("batch_size", batch_size))
 
 
 def _check_method(method: str, allowed=BOUND_METHODS[:3]) -> None:
@@ -155,10 +195,12 @@ def logit_bounds(model: nn.Module, x: torch.Tensor, eps, method: str = "crown", 
     """
     _check_method(method, ("ibp", "crown"))
     _check_intermediate(intermediate)
+    _, batch_size = _settings(1.0, batch_size)
+    x = _as_x(x)
     x64, eps_t = _inputs(model, x, eps, norm)
     was = _eval(model)
     try:
-        ops = build_graph(model, tuple(x.shape[1:]))
+        ops = _graph(model, x)
         out = [_logits(ops, InputSet(x64[s], eps_t[s], norm), method, intermediate)[1:]
                for s in _chunks(len(x), batch_size)]
     finally:
@@ -180,12 +222,12 @@ def energy_bounds(model: nn.Module, x: torch.Tensor, eps, method: str = "crown",
     """
     _check_method(method)
     _check_intermediate(intermediate)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    temperature, batch_size = _settings(temperature, batch_size)
+    x = _as_x(x)
     x64, eps_t = _inputs(model, x, eps, norm)
     was = _eval(model)
     try:
-        ops = _ops if _ops is not None else build_graph(model, tuple(x.shape[1:]))
+        ops = _ops if _ops is not None else _graph(model, x)
         if method == "global":
             lip = _global_constant(model, x.shape[1:])
             e0 = -_lse(run_graph(ops, x64), temperature)

@@ -2,14 +2,14 @@
 certifier) prove a detection decision."""
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from .bounds import (METHODS, _check_intermediate, _check_method, _chunks, _crown_rows, _energy_chunk,
-                     _energy_from_rows, _eval, _global_constant, _inputs, _lse)
-from .graph import _DTYPE, build_graph, run_graph
+from .. import validate
+from .bounds import (METHODS, _as_x, _check_intermediate, _check_method, _chunks, _crown_rows, _energy_chunk,
+                     _energy_from_rows, _eval, _global_constant, _graph, _inputs, _lse, _settings)
+from .graph import _DTYPE, run_graph
 from .grid import grid_radius
 from .propagate import InputSet
 from .rounding import _U64, ROUNDING, decisions, margin_on, unit_roundoff
@@ -20,6 +20,9 @@ __all__ = ["sound_radius"]
 def _correct_mask(decide_id: torch.Tensor, is_id) -> torch.Tensor:
     if is_id is None:
         return torch.ones_like(decide_id)
+    v = validate.scalar(is_id)
+    if isinstance(v, (str, float, int)) and not isinstance(v, bool):
+        raise ValueError(f"is_id must be True, False, None or one bool per sample, got {validate.describe(is_id)}")
     truth = torch.as_tensor(is_id, dtype=torch.bool).flatten()
     if truth.numel() == 1:
         truth = truth.expand(len(decide_id))
@@ -123,19 +126,20 @@ def sound_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, method:
     Returns ``(N,)`` float64 radii in input units.
     """
     _check_method(method, METHODS)
-    if not math.isfinite(float(threshold)):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    if not (isinstance(eps_max, (int, float)) and 0 < eps_max < math.inf):
-        raise ValueError(f"eps_max must be a positive finite number, got {eps_max!r}")
-    if not isinstance(n_bisect, int) or n_bisect < 1:
-        raise ValueError(f"n_bisect must be a positive integer, got {n_bisect!r}")
+    threshold = validate.number("threshold", threshold, hint="the energy threshold: ID when E <= threshold")
+    eps_max = validate.number("eps_max", eps_max, low=0.0, low_open=True, hint="the largest radius looked at")
+    n_bisect = validate.whole("n_bisect", n_bisect)
+    rel_tol = validate.number("rel_tol", rel_tol, low=0.0, high=1.0, high_open=True, hint="e.g. 0.02")
+    cell = validate.number("cell", cell, low=0.0, low_open=True, high=eps_max, optional=True)
+    temperature, batch_size = _settings(temperature, batch_size)
     _check_intermediate(intermediate)
     if rounding not in ROUNDING:
         raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
+    x = _as_x(x)
     x64, _ = _inputs(model, x, 0.0, "l2")
     was = _eval(model)
     try:
-        ops = build_graph(model, tuple(x.shape[1:]))
+        ops = _graph(model, x)
         decide_id, tol0, safe = decisions(model, x, threshold, 0.0, temperature, ops, rounding=rounding)
         e0 = -_lse(run_graph(ops, x64), temperature)
         correct = _correct_mask(decide_id, is_id) & safe

@@ -29,8 +29,17 @@ DATASETS = {"digits": DatasetSpec("small_cnn", 1), "cifar10": DatasetSpec("wrn40
 def load_dataset(name: str, *, root: str | None = None, aux: str | None = None, download: bool = False,
                  seed: int = 0, max_aux: int | None = None, load_aux: bool = True) -> Benchmark:
     """A benchmark by name: "digits" (offline) or "cifar10" / "cifar100" (files under ``root``).
-    ``load_aux=False``: CIFAR's pool file is not read (evaluation needs none; ``aux_x`` is then empty)."""
+    ``load_aux=False``: CIFAR's pool file is not read (evaluation needs none; ``aux_x`` is then empty).
+    ``root``, ``aux``, ``max_aux`` and ``download`` choose CIFAR's files: for the generated digits they would do
+    nothing, so they are refused there (by name)."""
     if name == "digits":
+        given = [k for k, v in (("root", root), ("aux", aux), ("max_aux", max_aux), ("download", download))
+                 if v not in (None, False)]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing for the digits "
+                             f"benchmark: its images and pool are generated (and cached under the data folder, "
+                             f"$GREGNB_DATA); leave {'it' if len(given) == 1 else 'them'} out, or load a CIFAR "
+                             f"dataset")
         from .digits import load_benchmark
 
         return load_benchmark(seed)

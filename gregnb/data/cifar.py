@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..config import data_dir, display_path
 from ..losses import ENERGY_CIFAR10_MARGINS, ENERGY_CIFAR100_MARGINS
+from ..validate import whole
 from .base import Benchmark
 
 __all__ = ["load_cifar", "load_svhn", "load_image_folder", "load_aux_pool", "load_ood_sets", "load_cifar_benchmark",
@@ -154,6 +155,7 @@ def load_image_folder(path: str | os.PathLike, max_images: int | None = None, se
     """Every image under ``path`` (recursively; jpg/png/bmp/webp) as uint8 ``(N, 32, 32, 3)``, resized and
     centre-cropped to 32x32. With ``max_images``, a seeded random subset of the files."""
     path = Path(path)
+    max_images = whole("max_images", max_images, optional=True, hint="how many images to read")
     if not path.is_dir():
         raise FileNotFoundError(f"image folder not found: {path}")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_EXT)
@@ -177,6 +179,7 @@ def load_aux_pool(source: str | os.PathLike | None = None, root: str | os.PathLi
     """The auxiliary outlier pool as uint8 ``(N, 32, 32, 3)``: a ``.npy`` array of that shape (the 300K
     random images file, memory-mapped) or any image folder. Default: ``root/300K_random_images.npy``."""
     path = Path(source) if source is not None else _root(root) / "300K_random_images.npy"
+    max_images = whole("max_images (--max-aux)", max_images, optional=True, hint="the pool images to use")
     if path.suffix == ".npy":
         if not path.exists():
             raise _missing(path, "auxiliary pool", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy")

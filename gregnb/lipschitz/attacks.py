@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from .. import validate
 from ..inference import as_model_input, eval_mode
 from ..scores import energy
 from .bound import global_lipschitz_bound
@@ -31,13 +32,13 @@ def score_attack(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, t
         raise ValueError(f"target must be 'id' or 'ood', got {target!r}")
     x = as_model_input(x, model)
     steps, restarts = _number("steps", steps, whole=True), _number("restarts", restarts, whole=True)
-    step_size = _number("step_size", step_size, optional=True)
+    step_size, seed = _number("step_size", step_size, optional=True), _number("seed", seed, above=False, whole=True)
     eps_t = _eps_per_sample(eps, len(x))
     sign = 1.0 if target == "ood" else -1.0  # maximise sign * E
-    with eval_mode(model), torch.enable_grad():  # gradients are needed under a caller's no_grad() too
+    with eval_mode(model), validate.gradients():  # gradients are needed under a caller's no_grad() too
         dev = _device(model)
         gen = torch.Generator().manual_seed(seed)
-        x0 = x.to(dev).detach()
+        x0 = validate.gradient_input(x.to(dev).detach())
         e = eps_t.to(dev)
         alpha = _step_sizes(step_size, e, steps, x0)
         with torch.no_grad():
@@ -111,9 +112,14 @@ def certified_fraction(model: nn.Module, x: torch.Tensor, threshold: float, eps_
     that certifies nothing. Returns ``(len(eps_grid),)`` fractions.
     """
     threshold = _number("threshold", threshold, low=-math.inf)
-    if not isinstance(is_id, bool):
-        raise ValueError(f"is_id must be True (x is ID data) or False (x is OOD data), got {is_id!r}")
-    eps_list = torch.as_tensor(eps_grid, dtype=torch.float64).flatten().tolist()
+    if not isinstance(validate.scalar(is_id), bool):
+        raise ValueError(f"is_id must be True (x is ID data) or False (x is OOD data), got {validate.describe(is_id)}")
+    is_id = validate.scalar(is_id)
+    try:
+        eps_list = torch.as_tensor(eps_grid, dtype=torch.float64).flatten().tolist()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"eps_grid must be a list of radii, e.g. [0.0, 0.1, 0.2], got "
+                         f"{validate.describe(eps_grid)}") from None
     if not eps_list:
         raise ValueError("eps_grid is empty: pass the radii to certify, e.g. [0.0, 0.1, 0.2]")
     eps_list = [_number("each eps in eps_grid", eps, above=False) for eps in eps_list]

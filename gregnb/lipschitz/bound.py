@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from .. import validate
 from ..inference import eval_mode
 
 
@@ -88,6 +89,7 @@ def _spectral_norm_of(op, in_shape: tuple[int, ...], max_dense: int, iters: int,
 
 
 @torch.no_grad()
+@torch.inference_mode(False)  # the power iteration differentiates, also inside a caller's inference_mode()
 def global_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, max_dense: int = 2 ** 24,
                            iters: int = 500, return_factors: bool = False):
     """An upper bound on the ℓ2 Lipschitz constant of the energy ``E = -T LSE(f(x)/T)`` over all inputs.
@@ -103,7 +105,8 @@ def global_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None
         input_shape: one sample's shape; default from the model (``in_dim`` or ``(C, 8, 8)``).
         return_factors: also return the list of per-layer factors.
     """
-    layers = _layers(model)
+    layers = _layers(validate.module("model", model))
+    max_dense, iters = validate.whole("max_dense", max_dense, 0), validate.whole("iters", iters)
     if input_shape is None:
         if hasattr(model, "in_dim"):
             input_shape = (model.in_dim,)
@@ -179,21 +182,30 @@ def certified_radius(energies: torch.Tensor, threshold: float, lipschitz: float 
 
     Returns ``(N,)`` radii in input units (``inf`` where ``L == 0`` and no ``eps`` is given).
     """
-    e = torch.as_tensor(energies, dtype=torch.float64).flatten()
+    e = _float64("energies", energies)
     if len(e) == 0 or not torch.isfinite(e).all():
         raise ValueError("energies must be a non-empty collection of finite numbers")
-    if not math.isfinite(float(threshold)):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    lip = torch.as_tensor(lipschitz, dtype=torch.float64).flatten()
+    threshold = validate.number("threshold", threshold)
+    lip = _float64("lipschitz", lipschitz)
     if lip.numel() not in (1, len(e)):
         raise ValueError(f"lipschitz must be one number or one per sample ({len(e)}), got {lip.numel()}")
     if (lip < 0).any() or not torch.isfinite(lip).all():
         raise ValueError("lipschitz constants must be finite and >= 0")
-    margin = (float(threshold) - e).abs()
+    eps = validate.number("eps", eps, low=0.0, optional=True, finite=False, hint="the ball's radius")
+    margin = (threshold - e).abs()
     radius = torch.where(lip > 0, margin / lip.clamp_min(1e-300), torch.full_like(margin, math.inf))
     radius = torch.where(margin == 0, torch.zeros_like(radius), radius)
     if eps is not None:
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
-        radius = radius.clamp_max(float(eps))
+        radius = radius.clamp_max(eps)
     return radius
+
+
+def _float64(name: str, values) -> torch.Tensor:
+    """``values`` (a number, a list, an array or a tensor of numbers) as a flat float64 tensor; else a clear error."""
+    if values is None or isinstance(values, (str, bool)):
+        raise ValueError(f"{name} must be a number or a collection of numbers, got {validate.describe(values)}")
+    try:
+        return torch.as_tensor(values, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a number or a collection of numbers, got "
+                         f"{validate.describe(values)}") from None

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
+from .. import validate
 from ..inference import as_model_input, eval_mode
 from ..scores import energy
 
@@ -18,16 +18,11 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _number(name: str, v, *, low: float = 0.0, above: bool = True, whole: bool = False, optional: bool = False):
-    """``v`` checked: a finite number (a whole one if ``whole``) > ``low`` (>= if not ``above``); None if optional."""
-    if v is None and optional:
-        return None
-    kind = numbers.Integral if whole else numbers.Real
-    ok = not isinstance(v, bool) and isinstance(v, kind) and math.isfinite(v) and (v > low if above else v >= low)
-    if not ok:
-        what = "a whole number" if whole else "a finite number"
-        bound = "" if low == -math.inf else f" {'>' if above else '>='} {low:g}"
-        raise ValueError(f"{name} must be {what}{bound}, got {v!r}")
-    return int(v) if whole else float(v)
+    """``v`` checked: a finite number (a whole one if ``whole``) > ``low`` (>= if not ``above``); None if optional.
+    Any number type passes (a 0-d tensor, a NumPy scalar): :mod:`gregnb.validate`."""
+    if whole:
+        return validate.whole(name, v, int(low) + 1 if above else int(low), optional=optional)
+    return validate.number(name, v, low=None if low == -math.inf else low, low_open=above, optional=optional)
 
 
 def _score(model: nn.Module, x: torch.Tensor, score: str, temperature: float) -> torch.Tensor:
@@ -52,9 +47,9 @@ def input_gradient_norm(model: nn.Module, x: torch.Tensor, score: str = "energy"
     batch_size = _number("batch_size", batch_size, whole=True)
     dev = _device(model)
     out = []
-    with eval_mode(model), torch.enable_grad():  # works inside a caller's torch.no_grad() too
+    with eval_mode(model), validate.gradients():  # works inside a caller's no_grad() / inference_mode() too
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(dev).detach().requires_grad_(True)
+            xb = validate.gradient_input(x[i:i + batch_size].to(dev).detach()).requires_grad_(True)
             (g,) = torch.autograd.grad(_score(model, xb, score, temperature).sum(), xb)  # rows independent in eval
             out.append(g.flatten(1).norm(dim=1).detach().cpu())
     return torch.cat(out)
@@ -68,11 +63,16 @@ def _project(delta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 def _eps_per_sample(eps, n: int) -> torch.Tensor:
     """``eps`` (a number or one per sample) as a float tensor of shape ``(n,)``; checked."""
-    eps_t = torch.as_tensor(eps, dtype=torch.float32).flatten()
-    if eps_t.numel() == 1:
+    try:
+        eps_t = torch.as_tensor(validate.scalar(eps), dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        eps_t = None
+    if eps_t is not None and eps_t.numel() == 1:
         eps_t = eps_t.expand(n)
-    if len(eps_t) != n or (eps_t < 0).any() or not torch.isfinite(eps_t).all():
-        raise ValueError("eps must be a non-negative finite number or one per sample")
+    if isinstance(eps, (str, bool)) or eps_t is None or len(eps_t) != n or (eps_t < 0).any() \
+            or not torch.isfinite(eps_t).all():
+        raise ValueError(f"eps must be a non-negative finite number or one per sample ({n}), got "
+                         f"{validate.describe(eps)}; pass a radius such as 0.1")
     return eps_t
 
 
@@ -116,15 +116,15 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor
         raise ValueError(f"method must be 'pgd' or 'sample', got {method!r}")
     x = as_model_input(x, model)
     steps, n = _number("steps", steps, whole=True), _number("n", n, whole=True)
-    step_size = _number("step_size", step_size, optional=True)
+    step_size, seed = _number("step_size", step_size, optional=True), _number("seed", seed, above=False, whole=True)
     eps_t = _eps_per_sample(eps, len(x))
     best = input_gradient_norm(model, x, temperature=temperature)
     if float(eps_t.max()) == 0.0:
         return best
-    with eval_mode(model), torch.enable_grad():  # the double backward needs a graph, also under no_grad()
+    with eval_mode(model), validate.gradients():  # the double backward needs a graph, also under no_grad()
         dev = _device(model)
         gen = torch.Generator().manual_seed(seed)
-        x0 = x.to(dev).detach()
+        x0 = validate.gradient_input(x.to(dev).detach())
         e = eps_t.to(dev)
         if method == "sample":
             for _ in range(n):

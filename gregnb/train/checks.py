@@ -8,12 +8,27 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import validate
 from ..checkpoint import CheckpointError, check_writable
+from ..config import device as default_device
 from ..data.base import Benchmark
 from .config import TrainConfig, plain_config
 from .registry import MethodSpec
 
-__all__ = ["check_data", "check_checkpoint_path", "check_resume"]
+__all__ = ["check_call", "check_data", "check_checkpoint_path", "check_resume"]
+
+
+def check_call(model, data, device) -> torch.device:
+    """What a call of :func:`~gregnb.train.fit` is given, checked before anything moves: not inside
+    ``torch.inference_mode()``, a module that holds values, a :class:`~gregnb.data.Benchmark`, a device this machine
+    has. Returns the device (default: :func:`gregnb.config.device`)."""
+    validate.no_inference_mode("training (fit)")
+    validate.module("model", model)
+    if not isinstance(data, Benchmark):
+        raise TypeError(f"data must be a gregnb.data.Benchmark (e.g. gregnb.data.load_dataset('digits')), got "
+                        f"{validate.describe(data)}; wrap tensors as Benchmark(name, train_x, train_y, test_x, "
+                        f"test_y, aux_x, ood, n_classes)")
+    return validate.device(device) if device is not None else default_device()
 
 
 def check_data(model: nn.Module, data: Benchmark, spec: MethodSpec, dev: torch.device, world: int) -> None:
@@ -22,7 +37,8 @@ def check_data(model: nn.Module, data: Benchmark, spec: MethodSpec, dev: torch.d
     for name in parts:
         t = getattr(data, name, None)
         if not isinstance(t, torch.Tensor):
-            hint = " (convert with torch.from_numpy)" if isinstance(t, np.ndarray) else ""
+            hint = (" (convert with torch.from_numpy)" if isinstance(t, np.ndarray) else
+                    " (convert with torch.tensor)" if isinstance(t, (list, tuple)) else "")
             raise TypeError(f"data.{name} must be a torch tensor, got {type(t).__name__}{hint}")
     if spec.uses_aux and len(data.aux_x) == 0:
         raise ValueError("this method trains with auxiliary outliers but data.aux_x is empty; "
@@ -49,6 +65,19 @@ def check_data(model: nn.Module, data: Benchmark, spec: MethodSpec, dev: torch.d
             hint = (" (convert images to float in [0, 1]: x.float() / 255, or give the benchmark an eval_transform)"
                     if not xb.is_floating_point() else f" (convert with .to({dtype}))")
             raise ValueError(f"data.{name} reaches the model as {xb.dtype}, but its weights are {dtype}{hint}")
+    _check_outputs(model, data)
+
+
+def _check_outputs(model: nn.Module, data: Benchmark) -> None:
+    """The model gives at least one logit per class, as its ``n_classes`` or its head ``fc`` says (gregnb's models
+    have both; a model with neither is not checked here). Nothing is run: a model sees only its training batches."""
+    k = getattr(model, "n_classes", None)
+    if not isinstance(k, int) and isinstance(getattr(model, "fc", None), nn.Linear):
+        k = model.fc.out_features
+    if isinstance(k, int) and k < data.n_classes:
+        hi = int(max(data.train_y.max(), data.test_y.max()))
+        raise ValueError(f"the model gives {k} logits per sample, but the data has n_classes = {data.n_classes} "
+                         f"(labels up to {hi}); build the model with n_classes={data.n_classes}")
 
 
 def check_checkpoint_path(path: Path | None, resume: bool, overwrite: bool, rank: int) -> None:

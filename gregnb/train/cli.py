@@ -6,6 +6,7 @@ truth: a new field is a new flag); presets (:mod:`gregnb.presets`) fill them fir
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import types
@@ -25,6 +26,7 @@ from ..losses import CONVENTIONS, propose_margins
 from ..models import ARCHS, build_model
 from ..presets import PRESETS, get_preset
 from ..sampling import SAMPLERS
+from ..validate import device as check_device
 from .config import OPTIMIZERS, PENALIZE, SCHEDULES, config_fields, field_types
 from .distributed import dist_info
 from .loop import fit
@@ -37,6 +39,12 @@ _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "convention": CONVEN
             "sampler": tuple(sorted(SAMPLERS))}
 #: TrainConfig fields that are not flags (set by the command itself, or only from Python)
 _NOT_FLAGS = ("method", "seed", "progress", "extra", "m_in", "m_out")
+#: the flags that choose CIFAR's files: for the generated digits they would do nothing, so they are refused there
+_FILE_FLAGS = {"data_root": "--data-root", "aux": "--aux", "max_aux": "--max-aux", "download": "--download"}
+#: what ``last.pt`` and ``metrics.json`` record of a run besides its training settings, each with the flag that sets
+#: it; a resume compares every one the checkpoint holds and refuses a change
+_RUN_FLAGS = {"dataset": "--dataset", "arch": "--arch", "seed": "--seed", "data_root": "--data-root", "aux": "--aux",
+              "max_aux": "--max-aux", "init": "--init"}
 #: help for the flags that take several numbers (their types come from TrainConfig like every other flag's)
 _HELP = {"milestones": dict(help="epochs at which the multistep schedule decays"),
          "window": dict(metavar=("START", "END"), help="greg+: energy-sorted slice of the candidates kept")}
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.m_in is None) != (args.m_out is None):
         ap.error("--m-in and --m-out go together: give both, or neither (then the preset's or proposed margins "
                  "are used)")
+    _refuse_unused_flags(ap, args)
     out = Path(args.out)
     last = out / "last.pt"
     if last.exists() and not args.resume and not args.overwrite:
@@ -136,16 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     margins = settings.pop("margins", "propose")
     arch = args.arch or DATASETS[args.dataset].arch
     check_writable(out, "run (last.pt, metrics.json)")  # before any work: a read-only --out fails now
+    run_meta = _run_meta(args, arch)
     saved = None
     if args.resume and last.exists():
         saved = load_checkpoint(last)
-        old = saved.get("meta") or {}
-        now = {"dataset": args.dataset, "arch": arch, "seed": args.seed}
-        diff = {k: (old[k], v) for k, v in now.items() if k in old and old[k] != v}
-        if diff:
-            raise ValueError(f"cannot resume {last}: it was trained with "
-                             + ", ".join(f"--{k} {a} (now {b})" for k, (a, b) in diff.items())
-                             + "; use the same flags, or another --out / --overwrite for a new run")
+        _check_same_run(last, saved.get("meta") or {}, run_meta)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -158,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         if use_cuda:
             torch.cuda.set_device(dev)
     else:
-        dev = torch.device(args.device) if args.device else default_device()
+        dev = check_device(args.device, "--device") if args.device else default_device()
 
     data = load_dataset(args.dataset, root=args.data_root, aux=args.aux, download=args.download, seed=args.seed,
                         max_aux=args.max_aux)
+    if args.max_aux is not None and len(data.aux_x) < args.max_aux:
+        ap.error(f"--max-aux {args.max_aux}: the pool holds only {len(data.aux_x)} images, so the flag would do "
+                 f"nothing; pass at most {len(data.aux_x)}, or leave it out to use them all")
+    run_meta.update(pool_record(data.aux_x))
+    if saved is not None:
+        _check_same_run(last, saved.get("meta") or {}, run_meta)
     to_device_if_fits(data, dev)
     in_channels = DATASETS[args.dataset].in_channels
     seed_everything(args.seed)
@@ -188,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overwrite and (out / "metrics.json").exists():
         (out / "metrics.json").unlink()  # the old run's results must not outlive it
     meta = {"dataset": args.dataset, "arch": arch, "n_classes": data.n_classes, "in_channels": in_channels,
-            "seed": args.seed}
+            **{k: v for k, v in run_meta.items() if k not in ("dataset", "arch")}}
     history = fit(model, data, device=dev, checkpoint=last, resume=args.resume, overwrite=args.overwrite,
                   seed=args.seed, progress=not args.no_progress,
                   checkpoint_extra={"meta": meta}, **settings)
@@ -209,6 +219,63 @@ def main(argv: list[str] | None = None) -> int:
 
         dist.destroy_process_group()
     return 0
+
+
+def _refuse_unused_flags(ap: argparse.ArgumentParser, args) -> None:
+    """Every flag takes effect for the chosen dataset, or is refused here, by name (a bad --device too), before any
+    work."""
+    if args.dataset == "digits":
+        given = [flag for key, flag in _FILE_FLAGS.items() if getattr(args, key) not in (None, False)]
+        if given:
+            one = len(given) == 1
+            ap.error(f"{', '.join(given)} {'does' if one else 'do'} nothing for --dataset digits: its images and pool "
+                     f"are generated (cached under the data folder, $GREGNB_DATA); leave {'it' if one else 'them'} "
+                     f"out, or train on cifar10 / cifar100")
+    if args.max_aux is not None and args.max_aux < 1:
+        ap.error(f"--max-aux must be at least 1 (the number of pool images to use), got {args.max_aux}; leave it out "
+                 f"to use the whole pool")
+    if args.device is not None:
+        try:
+            check_device(args.device, "--device")
+        except ValueError as err:
+            ap.error(str(err))
+
+
+def _run_meta(args, arch: str) -> dict:
+    """The settings of a run besides its training settings (:data:`_RUN_FLAGS`): paths as
+    :func:`gregnb.config.display_path` names them, resolved (the same file named two ways is one setting)."""
+    def where(path):
+        return display_path(Path(path).resolve()) if path is not None else None
+
+    return {"dataset": args.dataset, "arch": arch, "seed": args.seed, "data_root": where(args.data_root),
+            "aux": where(args.aux), "max_aux": args.max_aux, "init": where(args.init)}
+
+
+def pool_record(aux_x: torch.Tensor) -> dict:
+    """What a run records of its auxiliary pool: ``pool_size`` (images) and ``pool_hash``, a hash of its shape, dtype
+    and up to 1024 evenly spaced images (a replaced pool file shows, without reading 300K images)."""
+    n = len(aux_x)
+    h = hashlib.sha256(f"{tuple(aux_x.shape)} {aux_x.dtype}".encode())
+    if n:
+        rows = torch.linspace(0, n - 1, min(n, 1024)).round().long()
+        h.update(aux_x[rows].detach().cpu().contiguous().numpy().tobytes())
+    return {"pool_size": n, "pool_hash": h.hexdigest()[:16]}
+
+
+def _check_same_run(last: Path, old: dict, now: dict) -> None:
+    """Refuse to resume ``last`` when a setting it recorded (``old``) differs from this command's (``now``), naming
+    each; a checkpoint written before a setting was recorded is not held to it."""
+    diff = {k: (old[k], v) for k, v in now.items() if k in old and old[k] != v}
+    if not diff:
+        return
+    shown = lambda v: "(not given)" if v is None else v  # noqa: E731
+    parts = [f"{_RUN_FLAGS[k]} {shown(a)} (now {shown(b)})" for k, (a, b) in diff.items() if k in _RUN_FLAGS]
+    if "pool_size" in diff:
+        parts.append(f"a pool of {diff['pool_size'][0]} images (now {diff['pool_size'][1]})")
+    elif "pool_hash" in diff:
+        parts.append("other pool images (the pool file's contents changed)")
+    raise ValueError(f"cannot resume {display_path(last)}: it was trained with " + ", ".join(parts)
+                     + "; resume with the same flags and data, or start a new run (another --out, or --overwrite)")
 
 
 def to_device_if_fits(data: Benchmark, dev: torch.device, fraction: float = 0.5) -> None:

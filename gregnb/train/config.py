@@ -10,6 +10,7 @@ import numpy as np
 
 from ..losses import CONVENTIONS
 from ..sampling import CANDIDATE_FACTOR, SAMPLERS, SelectionPlan, plan_selection
+from ..validate import scalar
 from .registry import METHODS
 
 __all__ = ["TrainConfig", "History", "plain_config", "config_fields", "OPTIMIZERS", "SCHEDULES",
@@ -146,9 +147,11 @@ class TrainConfig:
 
 
 def _whole(name: str, v, low: int = 1, why: str = "", optional: bool = False) -> int | None:
-    """``v`` as an int >= ``low`` (Python or NumPy integers; not bools or floats), or None if ``optional``."""
+    """``v`` as an int >= ``low`` (Python or NumPy integers, 0-d tensors; not bools or floats), or None if
+    ``optional``."""
     if v is None and optional:
         return None
+    v = scalar(v)  # a 0-d tensor or array: its number
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < low:
         raise ValueError(f"{name} must be a whole number >= {low}{' (' + why + ')' if why else ''}"
                          f"{' or None for the default' if optional else ''}, got {v!r}")
@@ -159,6 +162,7 @@ def _real(name: str, v, low: float | None = 0.0, *, above: bool = False, optiona
     """``v`` as a finite float (>= ``low``, or > it if ``above``), or None if ``optional``."""
     if v is None and optional:
         return None
+    v = scalar(v)
     ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Real) and math.isfinite(v)
     if not ok or (low is not None and (v <= low if above else v < low)):
         bound = "" if low is None else f" {'>' if above else '>='} {low:g}"

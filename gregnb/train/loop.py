@@ -14,13 +14,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from ..config import device as default_device
 from ..config import display_path, seed_everything
 from ..data.base import Benchmark
 from ..inference import predict_logits
 from ..lipschitz import input_gradient_norm
 from . import distributed
-from .checks import check_checkpoint_path, check_data, check_resume
+from .checks import check_call, check_checkpoint_path, check_data, check_resume
 from .config import History, TrainConfig, plain_config
 from .registry import METHODS, MethodSpec
 
@@ -110,7 +109,7 @@ class _Run:
 def _prepare_run(model, data, cfg, device, checkpoint, resume, overwrite) -> _Run:
     """Seed, place the model, check the data and the checkpoint path, build optimiser and schedule."""
     spec = METHODS[cfg.method]
-    dev = torch.device(device) if device is not None else default_device()
+    dev = check_call(model, data, device)
     rank, world = distributed.dist_info()
     gen = seed_everything(cfg.seed)
     if dev.type == "cuda":
