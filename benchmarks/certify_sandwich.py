@@ -1,6 +1,6 @@
 """The sandwich of certified radii on the chapters' digits models (issue 14), over seeds.
 
-For each seed: the chapters' CNN fine-tuned with the energy loss and with GReg (as chapter 06 trains
+For each seed: the chapters' CNN fine-tuned with the energy loss and with GReg (as chapter 07 trains
 them, through ``compare_methods``) and the Lipschitz-constrained CNN trained the same way
 (``gregnb.certify.study.lipschitz_models``). For the first ``--n`` ID test images that each model
 detects correctly (``E <= gamma``, gamma the 95%-TPR threshold): the median sound radius of the global
@@ -33,7 +33,7 @@ METHODS = ("global", "ibp", "crown")
 
 
 def models_for(digits, seed: int) -> dict:
-    methods = {"energy loss": dict(method="energy"),   # as chapter 06: GReg at chapter 03's validation choice
+    methods = {"energy loss": dict(method="energy"),   # as chapter 07: GReg at chapter 04's validation choice
                "GReg": dict(method="greg", lambda_grad=DIGITS_LAMBDA_GRAD)}
     _, runs = compare_methods(digits, methods, seeds=[seed], keep_models=True)
     lip, _ = lipschitz_models(digits, seed)

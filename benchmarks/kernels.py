@@ -4,9 +4,9 @@ side by side in one run (ratios, not absolute times).
 The pin is read by torch when it first computes, so each setting runs in its own fresh process; the two settings
 alternate over ``--repeats`` rounds and the median of each is compared. Work timed, on one thread (as the
 findings runner trains each model):
-  digits GReg step   SmallCNN, 64 ID + 128 outlier 8x8 images, the masked input-gradient penalty (chapter 03)
+  digits GReg step   SmallCNN, 64 ID + 128 outlier 8x8 images, the masked input-gradient penalty (chapter 04)
   digits scoring     SmallCNN logits of 4,000 images without autograd (GReg+'s candidate scoring, evaluation)
-  toy GReg step      the 2-D MLP, 128 + 128 points (chapters 03 and 06)
+  toy GReg step      the 2-D MLP, 128 + 128 points (chapters 03 and 07)
 
 Measured on a 2-core AMD EPYC with AVX-512 (torch 2.14.1, machine otherwise busy): see the README's line on the
 pin; this script prints the ratio pinned / native for each (above 1: the pin is slower).

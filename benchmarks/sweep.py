@@ -1,8 +1,8 @@
-"""One model at a time vs together (gregnb.train.fit_many) on chapter 03's λ∇ sweep, in one run.
+"""One model at a time vs together (gregnb.train.fit_many) on chapter 04's λ∇ sweep, in one run.
 
 The sweep: "energy loss", GReg at λ∇ in (0.03, 0.1, 0.3, 1, 3) and GReg in the authors' weighting, over 5 seeds,
 each fine-tuned from its seed's CE model with the chapter's digits recipe (batch 64 + 128 outliers, lr 1e-3),
-margins proposed from the CE model, as chapter 03 runs it in normal mode; only the number of epochs is reduced
+margins proposed from the CE model, as chapter 04 runs it in normal mode; only the number of epochs is reduced
 (``--epochs``, default 1; the chapter uses the recipe's 5). ``--toy`` also times the chapter's toy sweep (the same
 rows plus "every sample", trained from scratch on the 2-D blobs with the MLP).
 
@@ -48,7 +48,7 @@ ROWS = {"energy loss": dict(method="energy"),
 
 
 def sweep_jobs(data, seeds, epochs, scratch: bool, rows: dict):
-    """(initial model, config) for every seed x row, as chapter 03's compare_methods builds them."""
+    """(initial model, config) for every seed x row, as chapter 04's compare_methods builds them."""
     kind = "toy" if data.input_shape == (2,) else "digits"
     bases = train_classifiers(data, seeds, cache=False, epochs=2 if kind == "digits" else 10)
     jobs = []
@@ -141,11 +141,11 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     seeds = list(range(args.seeds))
     digits = load_benchmark(seed=0)
-    compare("chapter 03 digits sweep", digits, sweep_jobs(digits, seeds, args.epochs, False, ROWS))
+    compare("chapter 04 digits sweep", digits, sweep_jobs(digits, seeds, args.epochs, False, ROWS))
     if args.toy:
         toy = load_toy("blobs", seed=0, n_aux=200, aux_region="left")
         rows = {**ROWS, "every sample": dict(method="greg", penalize="all")}
-        compare("chapter 03 toy sweep", toy, sweep_jobs(toy, seeds, 4 * args.epochs, True, rows), ways=("stacked",))
+        compare("chapter 04 toy sweep", toy, sweep_jobs(toy, seeds, 4 * args.epochs, True, rows), ways=("stacked",))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every model maps inputs to logits ``(N, K)`` and, with ``return_features=True``, also
 returns the penultimate features ``h(x)`` of shape ``(N, D)`` (``f = fc(h(x))``), which the
-energy-based sampler of chapter 04 clusters.
+energy-based sampler of chapter 05 clusters.
 """
 from __future__ import annotations
 

@@ -322,7 +322,7 @@ def fig_to_png(fig, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-#: colours and markers of the radii in chapter 06 (sound certificates, the truth, estimates, attacks)
+#: colours and markers of the radii in chapter 07 (sound certificates, the truth, estimates, attacks)
 RADIUS_STYLES = {"global": dict(color="#7f7f7f", marker="v"), "ibp": dict(color="#9467bd", marker="s"),
                  "crown": dict(color="#2ca02c", marker="o"), "grid": dict(color="#000000", marker="*"),
                  "local estimate": dict(color="#ff7f0e", marker="x"), "attack": dict(color="#d62728", marker="^")}

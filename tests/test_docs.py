@@ -144,7 +144,7 @@ def test_1_192_is_said_only_of_two_way_gregplus():
 @pytest.mark.parametrize("phrase", [
     r"the paper's λ∇\s*=\s*1",                       # λ∇ = 1 in the paper's equation is not the authors' setting
     r"matches the (?:authors' )?code exactly",        # with BatchNorm the code weights rows by 1/n_id and 1/n_ood
-    r"global\s*(?:≤|<=)\s*IBP\s*(?:≤|<=)\s*CROWN",    # chapter 06 measures IBP below the global bound
+    r"global\s*(?:≤|<=)\s*IBP\s*(?:≤|<=)\s*CROWN",    # chapter 07 measures IBP below the global bound
     r"no (?:score|logit-based score)[^.]*rejects far",  # shown only for the MSP; energy and max logit depend on direction
     r"letter-like strokes",                           # an unmeasured cause
     r"mostly (?:for OOD points )?near the auxiliary",  # chapter 03 finds the toy gain where the pool never reached

@@ -92,10 +92,10 @@ def test_bad_input_gets_a_clear_error():
     with pytest.raises(TypeError, match="one number"):
         check_exercise("01.4", lambda K, T: T * math.log(K))
     with pytest.raises(TypeError, match="one number"):
-        check_exercise("06.1", torch.ones(3))
+        check_exercise("07.1", torch.ones(3))
     with pytest.raises(TypeError, match="one number"):
-        check_exercise("06.1", "1")
-    assert check_exercise("06.1", torch.tensor(1.0)).ok and check_exercise("06.1", np.float32(1.0)).ok
+        check_exercise("07.1", "1")
+    assert check_exercise("07.1", torch.tensor(1.0)).ok and check_exercise("07.1", np.float32(1.0)).ok
 
 
 def test_a_function_that_returns_nonsense_gets_an_error_verdict():
@@ -103,7 +103,7 @@ def test_a_function_that_returns_nonsense_gets_an_error_verdict():
     assert v.status == "error" and "return" in v.hint
     v = check_exercise("02.5", lambda t, p: torch.cdist(t, p))
     assert v.status == "wrong" and "shape" in v.hint
-    v = check_exercise("03.6", lambda model, x, n_id, t_in, t_out: torch.tensor(1.0))
+    v = check_exercise("04.2", lambda model, x, n_id, t_in, t_out: torch.tensor(1.0))
     assert v.status == "error" and "differentiable" in v.hint
 
 
@@ -182,11 +182,11 @@ def energy_gradient_penalty(model, x, n_id, t_in, t_out):   # the typical mistak
 
 
 RIGHT = {"01.1": auroc_pairs, "01.4": math.log(10), "02.5": nearest_loop, "03.1": ratio_n, "03.2": fd_norm,
-         "03.6": msp_penalty_jacobian, "06.1": 1.0, "06.2": radius_by_bisection}
+         "04.2": msp_penalty_jacobian, "07.1": 1.0, "07.2": radius_by_bisection}
 WRONG = {"01.1": lambda a, b: 1 - auroc_pairs(a, b), "01.4": math.log10(10), "02.5": lambda t, p: nearest_loop(t, p) ** 2,
          "03.1": lambda n_id, n_ood: n_id, "03.2": lambda f, x: 2 * fd_norm(f, x),
-         "03.6": energy_gradient_penalty, "06.1": math.sqrt(10),
-         "06.2": lambda w, b, x, t: radius_by_bisection(w, b, x, t) * w.norm() / w.norm() ** 2}
+         "04.2": energy_gradient_penalty, "07.1": math.sqrt(10),
+         "07.2": lambda w, b, x, t: radius_by_bisection(w, b, x, t) * w.norm() / w.norm() ** 2}
 
 
 def test_every_checker_is_tested():

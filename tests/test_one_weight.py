@@ -1,6 +1,6 @@
-"""One gradient weight across the chapters: the digits weight chapter 03 selects on its validation OOD set is one
-named constant (gregnb.presets.DIGITS_LAMBDA_GRAD), equal to the selection in chapter 03's committed findings
-record, and the digits presets and chapters 04 and 06 take their GReg / GReg+ weight from it (lambda_grad = 1 only
+"""One gradient weight across the chapters: the digits weight chapter 04 selects on its validation OOD set is one
+named constant (gregnb.presets.DIGITS_LAMBDA_GRAD), equal to the selection in chapter 04's committed findings
+record, and the digits presets and chapters 05 and 07 take their GReg / GReg+ weight from it (lambda_grad = 1 only
 on a row labelled "paper's equation")."""
 import json
 import re
@@ -12,26 +12,26 @@ import pytest
 from gregnb.presets import DIGITS_LAMBDA_GRAD, PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORD = ROOT / "notebooks" / "findings" / "03.json"
-#: the claim of chapter 03's record that holds the weight it selected, and the number's name
+RECORD = ROOT / "notebooks" / "findings" / "04.json"
+#: the claim of chapter 04's record that holds the weight it selected, and the number's name
 SELECTION = ("validation-selects-a-gradient-term", "selected λ∇")
-CHAPTERS = ("04_energy_based_sampling.ipynb", "06_lipschitz_and_certified_robustness.ipynb")
+CHAPTERS = ("05_energy_based_sampling.ipynb", "07_lipschitz_and_certified_robustness.ipynb")
 
 
 def recorded_selection(record: dict) -> float:
     claims = {c["id"]: c for c in record["claims"]}
     cid, name = SELECTION
-    assert cid in claims, f"chapter 03's record has no claim {cid!r}: it must record the weight it selects"
+    assert cid in claims, f"chapter 04's record has no claim {cid!r}: it must record the weight it selects"
     number = claims[cid]["numbers"][name]
     assert number["std"] == 0 and number["n"] == 1, "the selection is one choice, not a mean over seeds"
     return float(number["mean"])
 
 
-def test_the_digits_weight_is_chapter_03s_recorded_selection():
+def test_the_digits_weight_is_chapter_04s_recorded_selection():
     record = json.loads(RECORD.read_text())
     assert record["mode"] == "normal"
     assert recorded_selection(record) == pytest.approx(DIGITS_LAMBDA_GRAD, abs=1e-9), (
-        "chapter 03's committed record selects another weight than gregnb.presets.DIGITS_LAMBDA_GRAD: "
+        "chapter 04's committed record selects another weight than gregnb.presets.DIGITS_LAMBDA_GRAD: "
         "set the constant to the recorded selection")
 
 
@@ -63,8 +63,8 @@ def _calls(src: str):
 
 
 def weight_problems(src: str) -> list[str]:
-    """GReg / GReg+ rows that do not take chapter 03's weight: no explicit lambda_grad (the default, 1, is the
-    paper's equation at a weight chapter 03 rejects), or a number other than 0 on a row not labelled
+    """GReg / GReg+ rows that do not take chapter 04's weight: no explicit lambda_grad (the default, 1, is the
+    paper's equation at a weight chapter 04 rejects), or a number other than 0 on a row not labelled
     "paper's equation"."""
     problems = []
     for call, line in _calls(src):
@@ -87,7 +87,7 @@ def test_the_scanner_catches_a_row_off_the_chosen_weight():
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
-def test_chapters_04_and_06_train_gregs_at_the_chosen_weight(name):
+def test_chapters_05_and_07_train_gregs_at_the_chosen_weight(name):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     fenced = "\n".join(re.findall(r"```python\n(.*?)```", "\n".join(c.source for c in nb.cells

@@ -98,7 +98,7 @@ def test_cli_train_resume_and_evaluate(tmp_path):
 
 
 def test_run_or_load_reuses_a_matching_run_and_sets_aside_a_stale_one(tmp_path, capsys):
-    """Chapter 05's runs: a finished run with the same settings is loaded, not retrained; one made with other
+    """Chapter 06's runs: a finished run with the same settings is loaded, not retrained; one made with other
     settings (here: another epoch count, as when a preset changes) is moved aside, kept, and made again."""
     from gregnb.experiments import run_or_load
 

@@ -1,4 +1,4 @@
-"""Sound certificates for the energy score over ℓ2 balls (chapter 06).
+"""Sound certificates for the energy score over ℓ2 balls (chapter 07).
 
 A *sound* radius ``r`` for a sample ``x`` guarantees: every ``x'`` with ``||x' - x|| <= r`` gets the
 same ID/OOD decision as ``x`` (ID when ``E <= threshold``, LOW = ID). Four ways to get one, loosest first:

@@ -1,10 +1,10 @@
-"""Measurements for chapter 06: the sandwich of radii, certified-detection curves and their area over log eps,
+"""Measurements for chapter 07: the sandwich of radii, certified-detection curves and their area over log eps,
 a scale for digits radii, and the Lipschitz-constrained CNN trained like the chapters' models.
 
 The sandwich, per correctly detected point: ``{global, IBP, CROWN} <= true radius <= attack radius``.
 The three are sound certificates, so each lies below the truth; an attack's radius lies above it. Among the
 certificates no order is guaranteed: CROWN is usually the tightest, but IBP can fall below the global product
-bound (chapter 06 measures that on the digits CNNs, where its intervals widen layer after layer).
+bound (chapter 07 measures that on the digits CNNs, where its intervals widen layer after layer).
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def lipschitz_models(data: Benchmark, seed: int = 0, *, methods: dict | None = N
                      ce_epochs: int | None = None, finetune_epochs: int | None = None, cache: bool = True):
     """Train :class:`gregnb.models.LipschitzCNN` the way :func:`gregnb.experiments.compare_methods`
     trains the chapters' CNN: cross-entropy from scratch, margins proposed from that model, then a
-    fine-tune per entry of ``methods`` (default: the energy loss, and GReg at the digits weight chapter 03 chose on
+    fine-tune per entry of ``methods`` (default: the energy loss, and GReg at the digits weight chapter 04 chose on
     validation data, :data:`gregnb.presets.DIGITS_LAMBDA_GRAD`). Cached in ``data/models``.
 
     Returns ``(models, margins)``: label -> trained model (eval mode), and ``(m_in, m_out)``.

@@ -291,11 +291,11 @@ EXERCISES: dict[str, Exercise] = {
     "03.2": Exercise("the input-gradient norm by finite differences", "function",
                      "fd_grad_norm(f, x) -> float: f maps a batch (B, *x.shape) to energies (B,), x is ONE input",
                      _check_03_2),
-    "03.6": Exercise("the masked penalty on the MSP's input gradient", "function",
+    "04.2": Exercise("the masked penalty on the MSP's input gradient", "function",
                      "msp_penalty(model, x, n_id, t_in, t_out) -> scalar tensor, differentiable w.r.t. the weights",
                      _check_03_6),
-    "06.1": Exercise("the ℓ2 Lipschitz constant of log-sum-exp", "number", "one number", _check_06_1),
-    "06.2": Exercise("the exact certified radius of a one-logit linear model", "function",
+    "07.1": Exercise("the ℓ2 Lipschitz constant of log-sum-exp", "number", "one number", _check_06_1),
+    "07.2": Exercise("the exact certified radius of a one-logit linear model", "function",
                      "linear_radius(w (D,), b, x (N, D), threshold) -> (N,) radii (ℓ2, LOW energy = ID)", _check_06_2),
 }
 

@@ -102,7 +102,7 @@ def taylor_explorer(score_level: float = -6.0, threshold: float = -4.0, slopes: 
     at the perturbed points, whether each is still accepted as ID, each first-order radius
     ``(threshold - score_level) / |slope|`` (the band) and each true radius, the smallest ``|d|`` at which
     the curve itself reaches the threshold (the vertical lines): the curve crosses *inside* the band, so a
-    gradient at one point certifies nothing; a bound on the slope over the whole ball does (chapter 06).
+    gradient at one point certifies nothing; a bound on the slope over the whole ball does (chapter 07).
     """
     if not score_level < threshold:
         raise ValueError(f"score_level ({score_level}) must be below the threshold ({threshold}): both points start as ID")

@@ -1,4 +1,4 @@
-"""Chapter 04: Algorithm 1 of GReg+ step by step."""
+"""Chapter 05: Algorithm 1 of GReg+ step by step."""
 from __future__ import annotations
 
 
