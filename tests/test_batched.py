@@ -66,8 +66,11 @@ def _close(a, b, rtol):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, seeds, rtol", [("toy", (0, 1), 1e-5), ("digits", (0,), 1e-4)])
+@pytest.mark.parametrize("name, seeds, rtol", [("toy", (0, 1), 1e-5), ("digits", (0, 1), 1e-3)])
 def test_members_match_fit_alone(name, seeds, rtol, request):
+    """Stacked CNNs (grouped convolutions) round differently from one CNN, and a GReg mask whose row sits within
+    that rounding of its margin can decide the other way: such a member then drifts by up to ~6e-4 of its largest
+    weight in two epochs (measured), most by ~1e-6. The toy MLPs are bitwise (tests/test_one_implementation.py)."""
     data = request.getfixturevalue(name)
     configs = _configs(data, seeds)
     alone = []
@@ -95,15 +98,21 @@ def test_members_match_fit_alone(name, seeds, rtol, request):
 
 
 def test_member_is_unaffected_by_its_group(digits):
+    """A member's own settings (seed, margins, weights) do not reach the others in its group; settings a group must
+    share (here the convention and the penalty's mode) keep members apart."""
     mg = _margins(digits)
     mine = dict(method="greg", epochs=1, batch_size=32, lr=3e-3, aux_batch_size=48, seed=0, **mg)
-    other = [dict(mine, seed=1), dict(mine, seed=2, lambda_grad=3.0, m_in=mg["m_in"] - 1, penalize="all",
-                                      convention="reference")]
+    other = [dict(mine, seed=1), dict(mine, seed=2, lambda_grad=3.0, lambda_s=0.5, m_in=mg["m_in"] - 1)]
     results = []
     for o in other:
         models = [default_model(digits, 0), default_model(digits, o["seed"])]
+        assert len(group_members(models, [TrainConfig(**c) for c in (mine, o)], torch.device("cpu"),
+                                 stack_images=True)) == 1
         fit_many(models, digits, [mine, o], progress=False, stack_images=True)
         results.append(models[0].state_dict())
+    apart = dict(mine, seed=2, penalize="all", convention="reference")
+    assert len(group_members([default_model(digits, 0), default_model(digits, 2)],
+                             [TrainConfig(**c) for c in (mine, apart)], torch.device("cpu"), stack_images=True)) == 2
     for k in results[0]:
         assert torch.equal(results[0][k], results[1][k]), k
 

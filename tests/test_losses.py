@@ -238,3 +238,81 @@ def test_greg_objective_under_bf16_autocast_matches_float32():
     assert t16 == pytest.approx(t32, rel=3e-2) and g16 == pytest.approx(g32, rel=5e-2)
     cos = torch.nn.functional.cosine_similarity(w16.float(), w32.float(), dim=0).item()
     assert cos > 0.95 and torch.isfinite(w16).all()  # measured: about 0.98 (bf16 rounds the double backward)
+
+
+def test_stacked_members_get_what_each_gets_alone():
+    """A leading member axis: each member's loss is the one-model call's (the same reductions, row by row)."""
+    from gregnb.losses import ce_loss, member_energy, penalty_logs
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(3, 10, 4), torch.randint(0, 4, (3, 6))
+    m_in, m_out = torch.tensor([-1.6, -1.4, -1.5]), torch.tensor([-1.0, -1.2, -0.9])
+    e = member_energy(logits)
+    stacked = {"oe": oe_loss(logits[:, 6:]), "ce": ce_loss(logits[:, :6], y),
+               "energy": energy_margin_loss(e[:, :6], e[:, 6:], m_in, m_out)}
+    for i in range(3):
+        assert torch.equal(member_energy(logits)[i], energy(logits[i]))
+        alone = {"oe": oe_loss(logits[i, 6:]), "ce": ce_loss(logits[i, :6], y[i]),
+                 "energy": energy_margin_loss(e[i, :6], e[i, 6:], m_in[i].item(), m_out[i].item())}
+        for k, v in alone.items():
+            assert stacked[k][i].item() == pytest.approx(v.item(), rel=1e-6), k
+    models = [_mlp64(s) for s in range(2)]
+    x = torch.randn(2, 8, 2, dtype=torch.float64).requires_grad_(True)
+    e = torch.stack([energy(m(x[i])) for i, m in enumerate(models)])
+    lo, hi = e.detach()[:, :3].median(1).values, e.detach()[:, 3:].median(1).values
+    hi = torch.maximum(hi, lo + 1e-3)  # margins inside both members' energies: some rows masked, some not
+    for convention in ("paper", "reference"):
+        pen, norms = greg_penalty(x, e, 3, lo, hi, convention=convention, return_norms=True)
+        logs = penalty_logs(e.detach(), 3, lo, hi, norms, convention=convention)
+        for i, m in enumerate(models):
+            xi = x[i].detach().clone().requires_grad_(True)
+            ei = energy(m(xi))
+            one, one_norms = greg_penalty(xi, ei, 3, lo[i].item(), hi[i].item(), convention=convention,
+                                          return_norms=True)
+            assert pen[i].item() == pytest.approx(one.item(), rel=1e-12)
+            one_logs = penalty_logs(ei.detach(), 3, lo[i].item(), hi[i].item(), one_norms, convention=convention)
+            assert {k: v[i].item() for k, v in logs.items()} == pytest.approx(one_logs, rel=1e-12)
+
+
+def test_settings_in_any_number_type():
+    """Margins and weights: Python numbers, 0-d tensors and NumPy scalars give the same loss."""
+    import numpy as np
+
+    e_id, e_ood = torch.tensor([-10.0, -3.0]), torch.tensor([-8.0, 0.0])
+    expected = energy_margin_loss(e_id, e_ood, -5.0, -4.0)
+    for m_in, m_out in ((torch.tensor(-5.0), torch.tensor(-4.0)), (np.float32(-5), np.float64(-4)),
+                        (np.array(-5.0), -4), (-5, np.int64(-4))):
+        assert torch.equal(energy_margin_loss(e_id, e_ood, m_in, m_out), expected)
+    torch.manual_seed(0)
+    model = MLP(2, 3)
+    x_id, y, x_ood = torch.randn(4, 2), torch.tensor([0, 1, 2, 0]), torch.randn(6, 2)
+    a, _ = greg_objective(model, x_id, y, x_ood, m_in=-2.0, m_out=-1.0, lambda_s=0.1, lambda_grad=0.5)
+    b, _ = greg_objective(model, x_id, y, x_ood, m_in=np.float64(-2.0), m_out=torch.tensor(-1.0),
+                          lambda_s=torch.tensor(0.1), lambda_grad=np.float32(0.5))
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_bad_arguments_are_named():
+    e = torch.tensor([-2.0, -1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match=r"logits_ood.*K >= 1 classes.*\(3, 0\)"):
+        oe_loss(torch.zeros(3, 0))
+    with pytest.raises(ValueError, match="logits_ood must .*dimensions"):
+        oe_loss(torch.zeros(5))
+    with pytest.raises(TypeError, match="m_in must be a number.*'-5'"):
+        energy_margin_loss(e[:2], e[2:], "-5", 0.0)
+    with pytest.raises(ValueError, match="m_out must be a finite number.*nan"):
+        energy_margin_loss(e[:2], e[2:], -5.0, float("nan"))
+    with pytest.raises(ValueError, match="m_in: a per-member tensor"):
+        energy_margin_loss(e[:2], e[2:], torch.tensor([-5.0, -4.0]), 0.0)  # one model: margins are numbers
+    with pytest.raises(ValueError, match="m_in: a per-member tensor .* \\(3\\)"):
+        energy_margin_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor([-5.0, -4.0]), 0.0)
+    with pytest.raises(ValueError, match="lambda_grad must be a finite number >= 0"):
+        greg_objective(MLP(2, 3), torch.randn(2, 2), torch.tensor([0, 1]), torch.randn(2, 2), m_in=-2.0, m_out=-1.0,
+                       lambda_grad=-1.0)
+    model = _mlp64()
+    x = torch.randn(6, 2, dtype=torch.float64).requires_grad_(True)
+    other = torch.randn(6, 2, dtype=torch.float64).requires_grad_(True)
+    with pytest.raises(ValueError, match="not computed from inputs"):
+        greg_penalty(x, energy(model(other)), 3, -5.0, 0.0)
+    with pytest.raises(ValueError, match="carry no gradient"):
+        greg_penalty(x, energy(model(x)).detach(), 3, -5.0, 0.0)

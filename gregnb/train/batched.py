@@ -1,14 +1,16 @@
 """Train many small models as one: :func:`fit_many`.
 
 The seeds x settings of a sweep are small networks (the 2-D MLP, the 8x8 digits CNN) trained with the same
-loop. :func:`fit_many` puts the members whose steps have the same shape into one group and trains each group as
-one stacked network (:mod:`gregnb.train.stacked`): one forward, one backward and one optimiser step per step
-for all members. Each member keeps what :func:`gregnb.train.fit` would give it alone: its initial weights, its
-own seeded generator consumed in the same order (data order, outlier draws, augmentation), its margins and loss
-weights, its GReg penalty (convention, masks, lazy schedule) and, for ``"greg+"``, its own sampler picks from
-candidates scored in eval mode. The result equals ``fit`` on each model to floating-point tolerance
-(``tests/test_batched.py``); models that cannot be stacked (other architectures, ``amp``, several processes)
-are trained one at a time by ``fit``.
+loop. :func:`fit_many` puts the members that share every setting but their seeds, margins and loss weights
+(:mod:`gregnb.train.batched_steps`) into one group and trains each group as one stacked network
+(:mod:`gregnb.train.stacked`): one forward, one backward and one optimiser step per step for all members, through
+the same step functions as :func:`gregnb.train.fit` (:mod:`gregnb.train.methods`, the maths in :mod:`gregnb.losses`).
+Each member keeps what ``fit`` would give it alone: its initial weights, its own seeded generator consumed in the
+same order (data order, outlier draws, augmentation), its margins and loss weights and, for ``"greg+"``, its own
+sampler picks from candidates scored in eval mode. The result equals ``fit`` on each model (bit for bit for the
+toy MLPs, to floating-point tolerance for stacked CNNs: ``tests/test_one_implementation.py``,
+``tests/test_batched.py``); models that cannot be stacked (other architectures, methods not registered with
+``stacks=True``, ``amp``, several processes) are trained one at a time by ``fit``.
 
 CNNs stack only when asked (``stack_images=True``): on a CPU a stacked convolution step costs about as much per
 member as alone (``benchmarks/sweep.py``: no speed-up on the digits sweep), and its rounding depends on which
@@ -40,8 +42,9 @@ from ..config import device as default_device
 from ..config import seed_everything
 from ..config import workers as default_workers
 from ..data.base import Benchmark
+from ..losses import member_energy
 from . import distributed
-from .batched_steps import STEPS, MemberSettings, grad_weights
+from .batched_steps import MemberSettings, group_key
 from .checks import check_data
 from .config import History, TrainConfig, plain_config
 from .loop import fit, make_optimizer, make_scheduler
@@ -52,24 +55,15 @@ __all__ = ["fit_many", "group_members", "MAX_MEMBERS"]
 
 #: the default cap on a stacked group's members, per architecture kind (see :func:`fit_many`)
 MAX_MEMBERS = {"vector": 64, "image": 12}
-#: settings every member of a group shares (the step's shape, the optimiser and its schedule)
-_SHARED = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "milestones", "gamma",
-           "log_grad_norms")
 
 
 def _group_key(model: nn.Module, cfg: TrainConfig, dev: torch.device, stack_images: bool = False):
-    """Members with equal keys train together; None = train alone with ``fit``."""
+    """Members with equal keys train together (:func:`gregnb.train.batched_steps.group_key`); None = alone with ``fit``."""
     sig = stack_signature(model)
-    if sig is None or (sig[0] == "image" and not stack_images) or cfg.method not in STEPS or (cfg.amp and dev.type == "cuda") or distributed.dist_info()[1] > 1:
+    if (sig is None or (sig[0] == "image" and not stack_images) or not METHODS[cfg.method].stacks
+            or (cfg.amp and dev.type == "cuda") or distributed.dist_info()[1] > 1):
         return None
-    family = "greg" if cfg.method == "energy" else cfg.method
-    uses_grad = cfg.method in ("greg", "oe+grad", "greg+") and cfg.lambda_grad != 0
-    shape = [family, cfg.aux_per_step if METHODS[cfg.method].uses_aux else 0,
-             ("every", cfg.grad_every) if uses_grad else None]
-    if cfg.method == "greg+":
-        plan = cfg.plan_selection()
-        shape.append((plan.n_candidates, plan.n_picks))
-    return (sig, tuple(shape), tuple(getattr(cfg, k) for k in _SHARED), cfg.channels_last)
+    return sig, group_key(cfg)
 
 
 def group_members(models: list[nn.Module], cfgs: list[TrainConfig], dev: torch.device,
@@ -136,18 +130,6 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     return histories
 
 
-def _relative_cost(cfg: TrainConfig) -> float:
-    """A rough cost of training with ``cfg`` (in energy-step epochs), to start the longest runs first so that no
-    core idles at the end while one long run finishes (the order changes no member's weights)."""
-    grad = cfg.method in ("greg", "oe+grad", "greg+") and cfg.lambda_grad != 0
-    per_step = {"ce": 0.4}.get(cfg.method, 2.5 if grad else 1.0)  # the gradient term: a double backward
-    if cfg.method == "greg+":
-        per_step += 0.7  # scoring the candidates and clustering them
-    if grad and cfg.grad_every > 1:
-        per_step = 1.0 + (per_step - 1.0) / cfg.grad_every
-    return per_step * cfg.epochs
-
-
 class _Stopped(Exception):
     """Raised inside a member's training when another member failed or the run was interrupted."""
 
@@ -194,7 +176,9 @@ def _fit_alone(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig]
     try:
         if shared:
             with ThreadPoolExecutor(max(1, min(workers, len(shared))), thread_name_prefix="gregnb-fit") as pool:
-                futures = {pool.submit(train, i): i for i in sorted(shared, key=lambda i: -_relative_cost(cfgs[i]))}
+                # the longest runs first, so that no core idles at the end (the order changes no member's weights)
+                order = sorted(shared, key=lambda i: -METHODS[cfgs[i].method].relative_cost(cfgs[i]))
+                futures = {pool.submit(train, i): i for i in order}
                 try:
                     finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
                     for f in finished:
@@ -214,7 +198,7 @@ def _fit_alone(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig]
 
 def _fit_group(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig], dev: torch.device,
                bar) -> list[History]:
-    """Train one group of stackable members with equal step shapes as one :class:`StackedNet`."""
+    """Train one group of stackable members with equal group keys as one :class:`StackedNet`."""
     cfg0, m = cfgs[0], len(models)
     spec = METHODS[cfg0.method]
     gens = [seed_everything(c.seed) for c in cfgs]
@@ -225,7 +209,7 @@ def _fit_group(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig]
     net = StackedNet(models).to(dev)
     if cfg0.channels_last and data.train_x.ndim == 4 and dev.type == "cuda":
         net.to(memory_format=torch.channels_last)
-    settings = MemberSettings.of(cfgs, dev)
+    settings = MemberSettings(cfgs, dev)
     aux_per_step = cfg0.aux_per_step
     steps_per_epoch = math.ceil(len(data.train_x) / cfg0.batch_size)
     opt = make_optimizer(net, cfg0)
@@ -245,11 +229,8 @@ def _fit_group(models: list[nn.Module], data: Benchmark, cfgs: list[TrainConfig]
             if batch is None:
                 continue
             x, y, x_aux, aux_idx = batch
-            w = torch.tensor(grad_weights(cfgs, step), device=dev)
-            if cfg0.method == "greg+":
-                loss, logs, picked = STEPS["greg+"](net, x, y, x_aux, settings, w, step)
-            else:
-                loss, logs, picked = STEPS[cfg0.method](net, x, y, x_aux, settings, w)
+            loss, logs = spec.step(net, x, y, x_aux, settings, step)  # the step fit takes, on a MemberSettings
+            picked = logs.pop("picked_index", None)  # a sampler's picks, as positions in x_aux
             if not bool(torch.isfinite(loss).all()):
                 j = int((~torch.isfinite(loss)).nonzero()[0])
                 raise FloatingPointError(f"non-finite loss ({loss[j].item()}) at step {step} (epoch {epoch + 1}) of "
@@ -323,7 +304,7 @@ def _grad_norms(net: StackedNet, x: torch.Tensor) -> list[float]:
     :func:`gregnb.lipschitz.input_gradient_norm`, temperature 1)."""
     with torch.enable_grad():
         xb = x.detach().requires_grad_(True)
-        e = -torch.logsumexp(net(xb), dim=-1)
+        e = member_energy(net(xb))
         (g,) = torch.autograd.grad(e.sum(), xb)
     return g.flatten(2).norm(dim=2).mean(1).tolist()
 

@@ -8,7 +8,7 @@ exactly a separate BatchNorm per member (its statistics are per channel); linear
 products with weights ``(M, out, in)``. Activations, pooling and flattening act per channel or per row and
 are kept as they are. Members share no parameter, so the gradient of a sum of per-member losses is each
 member's own gradient, and an elementwise optimiser (Adam, SGD) over the stacked parameters updates each
-member as it would alone. :func:`stack_models` builds one from M models with the same architecture and
+member as it would alone. ``StackedNet(models)`` holds copies of M models of one architecture and
 :func:`unstack_into` writes each member's weights and BatchNorm statistics back.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from ..models import MLP, SmallCNN
 
-__all__ = ["StackedNet", "stack_models", "unstack_into", "stack_signature"]
+__all__ = ["StackedNet", "unstack_into", "stack_signature"]
 
 #: modules that act per channel / per row and are reused as they are inside a stacked body
 _PASS = (nn.ReLU, nn.Softplus, nn.ELU, nn.Tanh, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity)
@@ -101,7 +101,7 @@ class StackedNet(nn.Module):
             raise ValueError("stack at least one model")
         sig = stack_signature(models[0])
         if sig is None or any(stack_signature(m) != sig for m in models[1:]):
-            raise ValueError("stack_models needs models of one stackable architecture (MLP or SmallCNN, same "
+            raise ValueError("StackedNet needs models of one stackable architecture (MLP or SmallCNN, same "
                              "sizes); got " + ", ".join(sorted({type(m).__name__ for m in models})))
         self.kind, self.n_members = sig[0], len(models)
         body = []
@@ -131,12 +131,6 @@ class StackedNet(nn.Module):
             h = self.body(x)
         logits = self.fc(h)
         return (logits, h) if return_features else logits
-
-
-def stack_models(models: list[nn.Module]) -> StackedNet:
-    """One :class:`StackedNet` holding copies of ``models``' weights and BatchNorm statistics (same device)."""
-    dev = next(models[0].parameters()).device
-    return StackedNet(models).to(dev)
 
 
 @torch.no_grad()
