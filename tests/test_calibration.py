@@ -86,3 +86,17 @@ def test_evaluate_models_on_swaps_the_ood_sets(blobs):
     assert df[df.ood == "only"].fpr95.item() == df[df.ood == "mean"].fpr95.item()
     with pytest.raises(ValueError, match="at least one"):
         evaluate_models_on({("m", 0): model}, blobs, {})
+
+
+def test_one_validation_source_alone():
+    mixed = digits_validation_ood(0).flatten(1)
+    for name in VAL_SOURCES:
+        one = digits_validation_ood(0, n=60, source=name)
+        assert one.shape == (60, 1, 8, 8) and torch.equal(one, digits_validation_ood(0, n=60, source=name))
+    grat = digits_validation_ood(0, n=60, source="gratings").flatten(1)
+    # gratings are exact sinusoids / checkerboards: a checkerboard row holds only 0 and 1
+    assert ((grat == 0) | (grat == 1)).all(1).any()
+    assert not torch.equal(digits_validation_ood(0, n=60, source="scan"), digits_validation_ood(0, n=60, source="terrain"))
+    assert mixed.shape[0] == 900
+    with pytest.raises(ValueError, match="source must be one of"):
+        digits_validation_ood(0, source="photos")

@@ -101,3 +101,14 @@ def test_digits_stale_cache_is_rebuilt(tmp_path, monkeypatch):
 def test_digits_bad_seed():
     with pytest.raises(ValueError, match="seed"):
         digits_mod.load_benchmark(-1)
+
+
+def test_shape_outliers_draw_the_pools_kind_of_shapes():
+    from gregnb.data.digits import shape_outliers
+
+    a, b = shape_outliers(50, seed=0), shape_outliers(50, seed=0)
+    assert a.shape == (50, 1, 8, 8) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, shape_outliers(50, seed=1))
+    assert 0.0 <= a.min() and a.max() <= 1.0 and (a.flatten(1).amax(1) > 0).all()   # every image has ink
+    with pytest.raises(ValueError, match="n must be"):
+        shape_outliers(0)

@@ -43,7 +43,7 @@ from .base import Benchmark
 from .uncovered import UNCOVERED_SOURCES, build_uncovered
 
 __all__ = ["load_benchmark", "GENERATOR_VERSION", "SOURCES", "AUX_SOURCES", "OOD_SOURCES", "UNCOVERED_SOURCES",
-           "build_arrays"]
+           "build_arrays", "shape_outliers", "N_SHAPES", "N_AUX_PHOTOS"]
 
 GENERATOR_VERSION = 3  # 3: the uncovered sets added; every earlier part unchanged (see _STREAM_KEY)
 #: The key the random streams of the ID split, the pool and the four ``ood`` sets are drawn from. It was the
@@ -109,6 +109,16 @@ def _shapes(n: int, rng: np.random.Generator) -> np.ndarray:
                 draw.line(np.clip(pts, 1, CANVAS - 2).ravel().tolist(), fill=level, width=w)
         out[i] = _downsample(np.asarray(im, dtype=np.float32) / 255.0)
     return out
+
+
+def shape_outliers(n: int = N_SHAPES, seed: int = 0) -> torch.Tensor:
+    """``n`` fresh procedural shapes of the kind the pool holds (lines, arcs, rectangles, blobs), drawn with the
+    pool's shape generator from their own stream (``seed``), as float32 ``(n, 1, 8, 8)`` in [0, 1]: e.g. a
+    shapes-only pool (the benchmark's pool mixes ``N_SHAPES`` shapes with ``N_AUX_PHOTOS`` photo patches)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1 (images to draw), got {n!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 104_729]))
+    return torch.from_numpy(_shapes(int(n), rng).reshape(-1, 1, 8, 8).astype(np.float32))
 
 
 def _photo_patches(photos: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -74,14 +74,20 @@ def _gratings(n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def digits_validation_ood(seed: int = 0, n: int = 900) -> torch.Tensor:
+def digits_validation_ood(seed: int = 0, n: int = 900, source: str | None = None) -> torch.Tensor:
     """``n`` validation outliers for the digits benchmark (a third from each source), shuffled,
     float32 ``(n, 1, 8, 8)`` in [0, 1]. Deterministic given ``seed``; a different stream from the
-    benchmark's own generators."""
+    benchmark's own generators. ``source`` (a key of :data:`VAL_SOURCES`): ``n`` images of that source only
+    (e.g. to check that a choice does not hinge on one kind of validation outlier)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3:
         raise ValueError(f"n must be a whole number >= 3, got {n!r}")
+    if source is not None and source not in VAL_SOURCES:
+        raise ValueError(f"source must be one of {sorted(VAL_SOURCES)} (or None for all three), got {source!r}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7_919]))
     maps = _grey_maps()
+    if source is not None:
+        x = _gratings(int(n), rng) if source == "gratings" else _patches(maps[source], int(n), rng)
+        return torch.from_numpy(x.reshape(-1, 1, 8, 8).copy())
     third = int(n) // 3
     parts = [_patches(maps["terrain"], third, rng), _patches(maps["scan"], third, rng),
              _gratings(int(n) - 2 * third, rng)]
