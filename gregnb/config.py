@@ -1,9 +1,9 @@
 """Device choice, seeding, FAST mode and where generated data is cached.
 
-``FAST`` is True when the environment variable ``GREGNB_FAST`` is ``1`` (the test
+FAST mode is on when the environment variable ``GREGNB_FAST`` is ``1`` (the test
 suite sets it): chapters then use fewer epochs, seeds and grid points so that each
-runs in well under a minute. Read it through :func:`fast` inside functions so a
-test can change the variable after import.
+runs in well under a minute. :func:`fast` reads the variable when called, so a test
+can change it after import.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "fast", "FAST", "workers", "cpu_cores", "data_dir", "display_path", "pick",
+__all__ = ["device", "seed_everything", "fast", "workers", "cpu_cores", "data_dir", "display_path", "pick",
            "environment_report"]
 
 
@@ -23,7 +23,6 @@ def fast() -> bool:
     return os.environ.get("GREGNB_FAST", "0").strip().lower() in {"1", "true", "yes"}
 
 
-FAST: bool = fast()
 _REPO = Path(__file__).resolve().parent.parent
 
 
