@@ -13,7 +13,6 @@ sketchpad's stroke -> readout (mouse up to the new readout PNG, three digits CNN
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -24,13 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def time_notebook(path: Path, fast: bool) -> float:
     import nbformat
-    from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
-    os.environ["GREGNB_FAST"] = "1" if fast else "0"
-    t0 = time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    return time.perf_counter() - t0
+    from gregnb.runner import execute_notebook
+
+    return execute_notebook(nbformat.read(path, as_version=4), path.parent, fast=fast)
 
 
 def time_widgets(repeats: int = 15) -> dict[str, float]:

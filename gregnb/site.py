@@ -193,8 +193,9 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
     """
     import nbformat  # the notebook stack (test extra): only building the site needs it
 
-    from nbclient import NotebookClient
     from nbconvert import HTMLExporter
+
+    from .runner import execute_notebook
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,34 +209,23 @@ def build_site(out: str | os.PathLike, fast: bool = False, homework: bool = True
             raise ValueError(f"no such notebook(s): {sorted(unknown)}; choose from {[p.stem for p in notebooks]}")
         notebooks = [p for p in notebooks if p.stem in wanted]
     copy_mathjax(out)
-    old = os.environ.get("GREGNB_FAST"), os.environ.get("MPLBACKEND")
-    os.environ["GREGNB_FAST"] = "1" if fast else "0"
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # kernels draw figures inline
     exporter = HTMLExporter(template_name="lab", raw_template=_TEMPLATE, mathjax_url=MATHJAX_URL)
     pages, entries, problems, paths = [], [], [], machine_paths()
-    try:
-        for path in notebooks:
-            t0 = time.perf_counter()
-            nb = executed(path) if executed is not None else None
-            if nb is None:
-                nb = nbformat.read(path, as_version=4)
-                if execute:
-                    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                   resources={"metadata": {"path": str(path.parent)}}).execute()
-            _strip_widget_views(nb)
-            problems += output_problems(nb, path.name, paths)
-            body, _ = exporter.from_notebook_node(nb)
-            page = out / (path.stem + ".html")
-            page.write_text(body, encoding="utf-8")
-            pages.append(page)
-            entries.append((page.name, _title(nb, path.stem), time.perf_counter() - t0))
-            print(f"{path.name}: {entries[-1][2]:.0f} s", flush=True)
-    finally:
-        for key, value in zip(("GREGNB_FAST", "MPLBACKEND"), old):
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for path in notebooks:
+        t0 = time.perf_counter()
+        nb = executed(path) if executed is not None else None
+        if nb is None:
+            nb = nbformat.read(path, as_version=4)
+            if execute:
+                execute_notebook(nb, path.parent, fast=fast, timeout=timeout)
+        _strip_widget_views(nb)
+        problems += output_problems(nb, path.name, paths)
+        body, _ = exporter.from_notebook_node(nb)
+        page = out / (path.stem + ".html")
+        page.write_text(body, encoding="utf-8")
+        pages.append(page)
+        entries.append((page.name, _title(nb, path.stem), time.perf_counter() - t0))
+        print(f"{path.name}: {entries[-1][2]:.0f} s", flush=True)
     items = "\n".join(f'<li><a href="{name}">{html.escape(title)}</a></li>' for name, title, _ in entries)
     mode = ("executed in <b>FAST mode</b> (small settings: fewer seeds and epochs; its numbers are smoke tests, not "
             "results)" if fast else "executed in <b>normal mode</b> (the settings behind the committed findings records)")

@@ -3,15 +3,12 @@ probe that counts the figures each cell leaves open; and :class:`ChapterRuns`, w
 test session for both the notebook test (tests/test_notebooks.py) and the site build (tests/test_site.py)."""
 import copy
 import json
-import os
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import nbformat
-from nbclient import NotebookClient
 
-INLINE = "module://matplotlib_inline.backend_inline"  # what JupyterLab and the site use
+from gregnb.runner import execute_notebook
 # Run first, hidden: after every cell, once the inline backend has shown and closed the figures the cell
 # drew, count the figures still registered with pyplot. One left open (an explorer's, a helper's) is shown
 # again by the next cell that plots: a duplicate figure in the wrong place.
@@ -32,21 +29,8 @@ def execute_with_figure_probe(nb, path, findings_out=None):
     ``findings_out``: folder where the chapter's findings cell writes this run's record."""
     cells = list(nb.cells)
     nb.cells = [nbformat.v4.new_code_cell(PROBE), *cells, nbformat.v4.new_code_cell(REPORT)]
-    saved = {k: os.environ.get(k) for k in ("GREGNB_FAST", "MPLBACKEND", "GREGNB_FINDINGS_OUT")}
-    os.environ.update(GREGNB_FAST="1", MPLBACKEND=INLINE)  # the kernel inherits them
-    if findings_out is not None:
-        os.environ["GREGNB_FINDINGS_OUT"] = str(findings_out)
-    try:
-        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-        t0 = time.perf_counter()
-        client.execute()
-        elapsed = time.perf_counter() - t0
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    env = {} if findings_out is None else {"GREGNB_FINDINGS_OUT": str(findings_out)}
+    elapsed = execute_notebook(nb, path.parent, fast=True, env=env, timeout=600)
     report = nb.cells[-1]
     counts = json.loads("".join(o.get("text", "") for o in report.outputs if o.get("name") == "stdout"))
     nb.cells = cells

@@ -17,19 +17,18 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..config import cpu_cores, data_dir
+from ..runner import execute_notebook
 from .record import comparison
 from .render import load_record, write_record
 
 __all__ = ["ROOT", "chapter_notebooks", "chapter_workers", "execute_chapter", "provenance", "update", "check", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
-INLINE = "module://matplotlib_inline.backend_inline"
 
 
 class ChapterFailed(RuntimeError):
@@ -56,21 +55,16 @@ def execute_chapter(path: Path, out_dir: Path, *, timeout: int = 1800, keep: Pat
     wrote (with ``seconds``). The thread count is fixed because it can change a CPU run's rounding; the number
     of workers changes only the time. ``data``: the kernel's ``GREGNB_DATA`` (default: the caller's)."""
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    env = {**os.environ, "GREGNB_FAST": "0", "GREGNB_FINDINGS_OUT": str(out_dir), "MPLBACKEND": INLINE,
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+    env = {"GREGNB_FINDINGS_OUT": str(out_dir), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "GREGNB_WORKERS": str(workers or cpu_cores()), **({"GREGNB_DATA": str(data)} if data else {})}
-    t0 = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+        seconds = execute_notebook(nb, path.parent, fast=False, env=env, timeout=timeout)
     except CellExecutionError as err:
         last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ChapterFailed(f"{path.name} stopped with an error: {last}") from None
-    seconds = time.perf_counter() - t0
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, keep / path.name)
