@@ -263,7 +263,7 @@ def test_build_renders_a_shared_execution_instead_of_running_again(tmp_path, mon
         def __init__(self, nb, **_):
             self.nb = nb
 
-        def execute(self):
+        def execute(self, **_):
             ran.append(self.nb.cells[0].source)
             self.nb.cells[0].outputs = [new_output("stream", name="stdout", text="executed by the build\n")]
 
