@@ -37,7 +37,7 @@ CE_RECIPES = {"toy": dict(epochs=30, lr=5e-3, batch_size=64), "digits": dict(epo
 #: Digits: 5 epochs (110 steps). Chosen for time, and checked on the validation OOD set only (5 seeds, mean FPR95,
 #: energy loss / GReg at 0.3 / GReg at 1): 10 epochs gave 21.8 / 19.7 / 24.4%, 5 epochs 23.2 / 21.4 / 27.1% (the
 #: same order, GReg at 0.3 best), 3 epochs 23.5 / 24.5 / 35.4% (GReg no longer helps: too short for its penalty).
-#: A GReg fine-tune is arithmetic-bound on a CPU, so halving the epochs halves chapters 03 and 04.
+#: A GReg fine-tune is arithmetic-bound on a CPU, so halving the epochs halves chapters 04 and 05.
 FINETUNE_RECIPES = {"toy": dict(epochs=15, lr=2e-3, batch_size=64, aux_batch_size=128),
                     "digits": dict(epochs=5, lr=1e-3, batch_size=64, aux_batch_size=128)}
 #: the outlier methods from scratch
@@ -45,12 +45,12 @@ SCRATCH_RECIPES = {"toy": dict(epochs=40, lr=3e-3, batch_size=64, aux_batch_size
                    "digits": dict(epochs=15, lr=3e-3, batch_size=64, aux_batch_size=128)}
 
 #: The gradient weight lambda_grad (the paper's equation, ``convention="paper"``) on the digits benchmark: the weight
-#: chapter 03 selects on the digits **validation** OOD set (the lowest mean validation FPR95 over seeds among the
+#: chapter 04 selects on the digits **validation** OOD set (the lowest mean validation FPR95 over seeds among the
 #: weights it sweeps, the energy loss included; :func:`gregnb.calibration.select_setting`), never on the test
-#: sets. The one source of that weight for the ``digits-greg`` / ``digits-gregplus`` presets and for chapters 04
-#: and 06 (and :func:`gregnb.certify.study.lipschitz_models`). ``tests/test_one_weight.py`` checks it against
-#: chapter 03's committed findings record (claim ``validation-selects-a-gradient-term``, number "selected λ∇"),
-#: so the two cannot drift: when a re-recorded chapter 03 selects another weight, change it here.
+#: sets. The one source of that weight for the ``digits-greg`` / ``digits-gregplus`` presets and for chapters 05
+#: and 07 (and :func:`gregnb.certify.study.lipschitz_models`). ``tests/test_one_weight.py`` checks it against
+#: chapter 04's committed findings record (claim ``validation-selects-a-gradient-term``, number "selected λ∇"),
+#: so the two cannot drift: when a re-recorded chapter 04 selects another weight, change it here.
 DIGITS_LAMBDA_GRAD = 0.3
 
 PRESETS: dict[str, dict] = {
@@ -80,7 +80,7 @@ PRESETS: dict[str, dict] = {
     # the CPU recipes the chapters use on the digits benchmark (CE_RECIPES, FINETUNE_RECIPES above)
     "digits-ce": dict(method="ce", **CE_RECIPES["digits"]),
     "digits-energy": dict(method="energy", **FINETUNE_RECIPES["digits"], margins="propose"),
-    # DIGITS_LAMBDA_GRAD (paper convention): the weight chapter 03 selects on the digits validation OOD set
+    # DIGITS_LAMBDA_GRAD (paper convention): the weight chapter 04 selects on the digits validation OOD set
     "digits-greg": dict(method="greg", **FINETUNE_RECIPES["digits"], lambda_grad=DIGITS_LAMBDA_GRAD, margins="propose"),
     "digits-gregplus": dict(method="greg+", **FINETUNE_RECIPES["digits"], lambda_grad=DIGITS_LAMBDA_GRAD,
                             margins="propose"),
