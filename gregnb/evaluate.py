@@ -13,7 +13,7 @@ from .metrics import ood_metrics
 from .scores import score_fn
 from .validate import number
 
-__all__ = ["predict_logits", "evaluate", "results_table", "summary", "as_model_input"]
+__all__ = ["predict_logits", "evaluate", "summary", "as_model_input"]
 
 
 def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperature: float = 1.0,
@@ -47,25 +47,6 @@ def evaluate(model: nn.Module, data: Benchmark, score: str = "energy", temperatu
     keys = next(iter(per_set.values())).keys() if per_set else []
     mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
     return {"accuracy": acc, "ood": per_set, "mean": mean}
-
-
-def results_table(results: dict[str, dict], metric_names=("fpr95", "auroc"), percent: bool = True):
-    """A pandas DataFrame from ``{row label: evaluate(...) output}``: one column per OOD set and
-    metric, plus the mean and ID accuracy. Values in % when ``percent``."""
-    import pandas as pd
-
-    rows = {}
-    scale = 100.0 if percent else 1.0
-    for label, res in results.items():
-        row = {}
-        for name, m in list(res["ood"].items()) + ([("mean", res["mean"])] if res["mean"] else []):
-            for k in metric_names:
-                row[(name, k)] = scale * m[k]
-        row[("id", "accuracy")] = scale * res["accuracy"]
-        rows[label] = row
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return df
 
 
 def summary(res: dict, searched: dict | None = None) -> str:

@@ -20,9 +20,7 @@ from .config import display_path, seed_everything
 from .data.base import Benchmark
 from .evaluate import evaluate, predict_logits
 from .inference import eval_mode
-from .lipschitz import certified_radius, global_lipschitz_bound, local_lipschitz
 from .losses import propose_margins
-from .metrics import threshold_at_tpr
 from .models import MLP, SmallCNN
 from .presets import CE_RECIPES, FINETUNE_RECIPES, SCRATCH_RECIPES  # the one source of the chapters' recipes
 from .sampling import kmeans, plan_selection
@@ -33,7 +31,7 @@ from .train.cli import requested_run
 
 __all__ = ["default_model", "train_classifier", "train_classifiers", "over_seeds", "mean_std_table", "compare_scores",
            "compare_methods", "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "history_means",
-           "radius_summary", "run_or_load"]
+           "run_or_load"]
 
 
 def default_model(data: Benchmark, seed: int = 0) -> nn.Module:
@@ -301,33 +299,6 @@ def pick_coverage(model: nn.Module, data: Benchmark, picks: torch.Tensor, *, n_p
     _, centres = kmeans(f_pool, min(n_cells, len(f_pool)), generator=gen)
     hit = torch.cdist(f_pick, centres).argmin(1).unique()
     return {"cells hit": len(hit) / len(centres), "mean distance": float(torch.cdist(f_pool, f_pick).min(1).values.mean())}
-
-
-def radius_summary(model: nn.Module, data: Benchmark, eps: float, *, n: int = 200, ood: str | None = None,
-                   steps: int = 10, tpr: float = 0.95) -> dict[str, float]:
-    """Certified radii (E8) of correctly detected test points, capped at ``eps``, with the local
-    Lipschitz estimate on ``B_eps`` and with the global bound.
-
-    Returns medians (over ``n`` ID test points and ``n`` points of each OOD set, or of ``ood``) of the
-    local-estimate radii for ID and OOD, the same for the global bound, and the ratio
-    global bound / median local estimate.
-    """
-    t = -threshold_at_tpr(-energy(predict_logits(model, data.test_x)), tpr)
-    sets = [data.ood[ood][:n]] if ood else [v[: max(1, n // len(data.ood))] for v in data.ood.values()]
-    out = {}
-    glob = global_lipschitz_bound(model)
-    local_all = []
-    for side, x in (("ID", data.test_x[:n]), ("OOD", torch.cat(sets))):
-        e = energy(predict_logits(model, x))
-        correct = (e <= t) if side == "ID" else (e > t)
-        local = local_lipschitz(model, x, eps, steps=steps)
-        local_all.append(local)
-        r_local = certified_radius(e, t, local, eps=eps)[correct]
-        r_glob = certified_radius(e, t, glob, eps=eps)[correct]
-        out[f"median radius {side} (local)"] = float(r_local.median()) if len(r_local) else float("nan")
-        out[f"median radius {side} (global)"] = float(r_glob.median()) if len(r_glob) else float("nan")
-    out["global / median local"] = glob / float(torch.cat(local_all).median())
-    return out
 
 
 def run_or_load(out: str | os.PathLike, args: list[str]) -> dict:

@@ -22,7 +22,7 @@ The GReg fine-tune's learning rate is not stated in the paper; we use the energy
 """
 from __future__ import annotations
 
-from .losses import GREG_CIFAR_MARGINS
+from .losses import ENERGY_CIFAR10_MARGINS, ENERGY_CIFAR100_MARGINS, GREG_CIFAR_MARGINS
 
 __all__ = ["AUTHORS_BATCH", "DIGITS_LAMBDA_GRAD", "PRESETS", "get_preset", "CE_RECIPES", "FINETUNE_RECIPES",
            "SCRATCH_RECIPES"]
@@ -53,12 +53,16 @@ SCRATCH_RECIPES = {"toy": dict(epochs=40, lr=3e-3, batch_size=64, aux_batch_size
 #: so the two cannot drift: when a re-recorded chapter 04 selects another weight, change it here.
 DIGITS_LAMBDA_GRAD = 0.3
 
+#: the margins a preset with ``margins="dataset"`` trains with, per dataset: the energy paper's run script's
+#: (m_in, m_out); GReg's, the authors' code's defaults, are :data:`gregnb.losses.GREG_CIFAR_MARGINS` = (-25, -7)
+DEFAULT_MARGINS = {"cifar10": ENERGY_CIFAR10_MARGINS, "cifar100": ENERGY_CIFAR100_MARGINS}
+
 PRESETS: dict[str, dict] = {
     # cross-entropy baselines (the pretrained models the fine-tunes start from)
     "ce-cifar": dict(method="ce", epochs=100, lr=0.1, weight_decay=5e-4, batch_size=128, schedule="cosine", **_SGD),
     # Liu et al.'s energy fine-tune of a WRN-40-2 on CIFAR: 10 epochs, lr 0.001, Nesterov, wd 5e-4,
     # cosine per step, lambda 0.1, ID batch 128, OOD batch 256; margins "dataset": the energy paper's run
-    # script's (gregnb.data.cifar.DEFAULT_MARGINS: -23 / -5 on CIFAR-10), not GReg's -25 / -7
+    # script's (DEFAULT_MARGINS: -23 / -5 on CIFAR-10), not GReg's -25 / -7
     "energy-finetune": dict(method="energy", epochs=10, lr=1e-3, weight_decay=5e-4, batch_size=128,
                             aux_batch_size=256, lambda_s=0.1, schedule="cosine", margins="dataset", **_SGD),
     # GReg: fine-tune 20 epochs, SGD momentum 0.9, wd 1e-4, cosine; lambda_S 0.1, batch 64 + 64 outliers

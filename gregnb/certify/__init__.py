@@ -14,10 +14,10 @@ flips the decision (:func:`gregnb.lipschitz.attack_radius`). Modules: :mod:`.gra
 simple operations), :mod:`.propagate` (IBP, forward linear bounds, CROWN), :mod:`.bounds` (logit and
 energy bounds), :mod:`.grid` (the 2-D certifier), :mod:`.radius` (the sound radius).
 """
-from .bounds import BOUND_METHODS, METHODS, energy_bounds, logit_bounds
+from .bounds import BOUND_METHODS, energy_bounds, logit_bounds
 from .graph import CERTIFY_LAYERS, build_graph, run_graph
 from .grid import grid_radius
 from .radius import sound_radius
 
-__all__ = ["energy_bounds", "logit_bounds", "sound_radius", "grid_radius", "build_graph", "run_graph", "BOUND_METHODS", "METHODS",
+__all__ = ["energy_bounds", "logit_bounds", "sound_radius", "grid_radius", "build_graph", "run_graph", "BOUND_METHODS",
            "CERTIFY_LAYERS"]

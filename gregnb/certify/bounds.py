@@ -30,12 +30,10 @@ from .. import validate
 from .graph import _DTYPE, build_graph, run_graph
 from .propagate import InputSet, backward_lower, propagate
 
-__all__ = ["logit_bounds", "energy_bounds", "BOUND_METHODS", "METHODS"]
+__all__ = ["logit_bounds", "energy_bounds", "BOUND_METHODS"]
 
 #: radius methods, loosest first (named apart from the training methods, gregnb.train.METHODS)
 BOUND_METHODS = ("global", "ibp", "crown", "grid")
-#: deprecated name of :data:`BOUND_METHODS`
-METHODS = BOUND_METHODS
 
 
 def _as_x(x) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from .bounds import (METHODS, _as_x, _check_intermediate, _check_method, _chunks, _crown_rows, _energy_chunk,
+from .bounds import (BOUND_METHODS, _as_x, _check_intermediate, _check_method, _chunks, _crown_rows, _energy_chunk,
                      _energy_from_rows, _eval, _global_constant, _graph, _inputs, _lse, _settings)
 from .graph import _DTYPE, run_graph
 from .grid import grid_radius
@@ -125,7 +125,7 @@ def sound_radius(model: nn.Module, x: torch.Tensor, threshold: float, *, method:
 
     Returns ``(N,)`` float64 radii in input units.
     """
-    _check_method(method, METHODS)
+    _check_method(method, BOUND_METHODS)
     threshold = validate.number("threshold", threshold, hint="the energy threshold: ID when E <= threshold")
     eps_max = validate.number("eps_max", eps_max, low=0.0, low_open=True, hint="the largest radius looked at")
     n_bisect = validate.whole("n_bisect", n_bisect)

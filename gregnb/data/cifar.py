@@ -30,18 +30,14 @@ import torch
 from PIL import Image
 
 from ..config import data_dir, display_path
-from ..losses import ENERGY_CIFAR10_MARGINS, ENERGY_CIFAR100_MARGINS
 from ..validate import whole
 from .base import Benchmark
 
 __all__ = ["load_cifar", "load_svhn", "load_image_folder", "load_aux_pool", "load_ood_sets", "load_cifar_benchmark",
-           "normalize", "gpu_augment", "ood_search", "CIFAR_MEAN", "CIFAR_STD", "OOD_SETS", "DEFAULT_MARGINS"]
+           "normalize", "gpu_augment", "ood_search", "CIFAR_MEAN", "CIFAR_STD", "OOD_SETS"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-#: margins (m_in, m_out) of the energy paper's run script (the ``energy-finetune`` preset's); GReg's, the
-#: authors' code's defaults, are :data:`gregnb.losses.GREG_CIFAR_MARGINS` = (-25, -7)
-DEFAULT_MARGINS = {"cifar10": ENERGY_CIFAR10_MARGINS, "cifar100": ENERGY_CIFAR100_MARGINS}
 
 OOD_SETS = {
     "Textures": ("dtd/images", "https://www.robots.ox.ac.uk/~vgg/data/dtd/ (extract dtd-r1.0.1.tar.gz)"),

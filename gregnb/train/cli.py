@@ -20,11 +20,11 @@ from ..config import device as default_device
 from ..config import display_path, seed_everything
 from ..data import DATASETS, load_dataset
 from ..data.base import Benchmark
-from ..data.cifar import DEFAULT_MARGINS, ood_search
+from ..data.cifar import ood_search
 from ..evaluate import evaluate, summary
 from ..losses import CONVENTIONS, propose_margins
 from ..models import ARCHS, build_model
-from ..presets import PRESETS, get_preset
+from ..presets import DEFAULT_MARGINS, PRESETS, get_preset
 from ..sampling import SAMPLERS
 from ..validate import device as check_device
 from .config import OPTIMIZERS, PENALIZE, SCHEDULES, config_fields, field_types
