@@ -1,5 +1,6 @@
 """Every chapter exercise is followed by a worked solution to reveal, every checkable one has a harmless template in
 its notebook, and each checker accepts a right answer (computed here independently) and rejects a planted wrong one."""
+import json
 import math
 import re
 from pathlib import Path
@@ -217,3 +218,63 @@ def test_the_linear_radius_is_what_the_sound_bounds_give():   # 06.2's claim: gl
     for method in ("global", "ibp", "crown"):
         r = sound_radius(lin, xs, thr, method=method, eps_max=10.0).double()
         assert (r <= exact + 1e-6).all() and torch.allclose(r, exact, rtol=0.03, atol=1e-4), method
+
+
+# ---- every worked solution states what the student should find (issue 32) ----------------------------------------
+EXPECTED = "**Expected outcome.**"
+_CITED = re.compile(r"\[([a-z0-9]+(?:-[a-z0-9]+)+)\]")
+_CHECKER = re.compile(r"check_exercise\(\s*\\?[\"']([^\"'\\]+)\\?[\"']")
+_CODE_IDS = (re.compile(r"add_(?:check|comparison|paired)\(\s*\"([a-z0-9]+(?:-[a-z0-9]+)+)\""),   # add_check("id", ...)
+             re.compile(r"\(\s*\"([a-z0-9]+(?:-[a-z0-9]+)+)\"\s*,"),     # ("id", table, ...) in a list looped over
+             re.compile(r"\"([a-z0-9]+(?:-[a-z0-9]+)+)\"\s*:\s*\("))     # {"id": (table, ...)} looped over
+
+
+def chapter_claim_ids(path) -> set[str]:
+    """The claim ids a chapter's code makes: its committed record's (``notebooks/findings/NN.json``, which holds the
+    ids built by f-strings too) when there is one, else the literal ids in its code cells."""
+    record = ROOT / "notebooks" / "findings" / f"{path.name[:2]}.json"
+    if record.exists():
+        return {c["id"] for c in json.loads(record.read_text())["claims"]}
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    return {m for pattern in _CODE_IDS for m in pattern.findall(code)}
+
+
+def solution_problems(cells, claim_ids, name="chapter") -> list[str]:
+    """What is wrong with a chapter's solution cells: a solution without its expected-outcome paragraph (before
+    </details>), a cited [claim-id] the chapter's code does not make, a check_exercise id that has no checker."""
+    problems = []
+    for i, c in enumerate(cells):
+        if c.cell_type != "markdown" or not c.source.startswith(SOLUTION):
+            continue
+        body = c.source.rsplit("</details>", 1)[0]
+        if not re.search(r"(?:^|\n)" + re.escape(EXPECTED), body):
+            problems.append(f"{name} cell {i}: no paragraph starting {EXPECTED!r} (what the student should find)")
+        unknown = sorted(set(_CITED.findall(c.source)) - claim_ids)
+        if unknown:
+            problems.append(f"{name} cell {i}: cites claims the chapter does not make: {unknown}")
+        missing = sorted(set(_CHECKER.findall(c.source)) - set(EXERCISES))
+        if missing:
+            problems.append(f"{name} cell {i}: names checkers that do not exist: {missing}")
+    return problems
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if not p.name.startswith("00")], ids=lambda p: p.name[:2])
+def test_every_solution_states_its_expected_outcome(path):
+    cells = nbformat.read(path, as_version=4).cells
+    assert any(c.cell_type == "markdown" and c.source.startswith(SOLUTION) for c in cells), f"{path.name}: no solutions"
+    problems = solution_problems(cells, chapter_claim_ids(path), path.name)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_expected_outcome_check_catches_planted_solutions():
+    md = nbformat.v4.new_markdown_cell
+    good = md(f"{SOLUTION}\n\nThe working.\n\n{EXPECTED} `check_exercise(\"01.1\", ...)` prints *exact*; read the "
+              "verdict of [toy-energy-beats-msp].\n\n</details>")
+    assert solution_problems([md("**Exercise 1.** Do it."), good], {"toy-energy-beats-msp"}) == []
+    planted = {"no paragraph": f"{SOLUTION}\n\nThe working, and nothing the student can check against.\n\n</details>",
+               "only after </details>": f"{SOLUTION}\n\nThe working.\n\n</details>\n\n{EXPECTED} too late",
+               "mentioned mid-line": f"{SOLUTION}\n\nThere is no {EXPECTED} paragraph here.\n\n</details>",
+               "unknown claim": f"{SOLUTION}\n\n{EXPECTED} Read [no-such-claim].\n\n</details>",
+               "unknown checker": f"{SOLUTION}\n\n{EXPECTED} `check_exercise(\"01.9\", ...)` prints *exact*.\n\n</details>"}
+    for what, source in planted.items():
+        assert len(solution_problems([md(source)], {"toy-energy-beats-msp"})) == 1, what
