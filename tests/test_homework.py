@@ -32,8 +32,8 @@ from gregnb.scores import energy
 SOURCES = sorted(SOURCE_DIR.glob("*.ipynb"))
 
 
-def test_there_are_four_assignments():
-    assert [p.name[:3] for p in SOURCES] == ["hw1", "hw2", "hw3", "hw4"]
+def test_there_are_six_assignments():
+    assert [p.name[:3] for p in SOURCES] == ["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"]
 
 
 # ------------------------------------------------------------ checkers
@@ -266,13 +266,16 @@ def test_later_questions_do_not_compare_with_the_library():
     """A mistake in an early question must not cost points again later, and HW1's visible test must not
     give away the sign: the later tests use the student's own functions."""
     hw1 = nbformat.read(RELEASE_DIR / "hw1_energy_and_metrics.ipynb", as_version=4)
-    (q4,) = [c for c in hw1.cells if c.metadata["nbgrader"]["grade_id"] == "q4_tests"]
-    assert "fpr_at_tpr" not in q4.source and "gregnb" not in q4.source and "my_fpr95(" in q4.source
-    for name, gid in (("hw1_energy_and_metrics", "q4_tests"), ("hw3_energy_sampling", "q2_tests"),
-                      ("hw4_certified_radius", "q2_tests")):
+    (q3,) = [c for c in hw1.cells if c.metadata["nbgrader"]["grade_id"] == "q3_tests"]
+    assert "fpr_at_tpr" not in q3.source and "gregnb" not in q3.source and "my_fpr95(" in q3.source
+    for name, gid, own in (("hw1_energy_and_metrics", "q3_tests", "my_fpr95("),
+                           ("hw3_energy_sampling", "q2_tests", "my_two_way_selection("),
+                           ("hw4_certified_radius", "q2_tests", "my_certified_radius("),
+                           ("hw5_validation_study", "q3_tests", "(chosen_greg, chosen_energy)"),
+                           ("hw6_gregplus_step", "q2_tests", "check_gregplus_step(gregplus_step, select_picks)")):
         source = nbformat.read(SOURCE_DIR / f"{name}.ipynb", as_version=4)
         (cell,) = [c for c in source.cells if c.metadata["nbgrader"]["grade_id"] == gid]
-        assert "my_" in cell.source, name
+        assert own in cell.source, name
 
 
 def test_release_keeps_indentation_and_hint():

@@ -47,6 +47,13 @@ class Verdict:
         lines += [f"   {d}" for d in self.details]
         return "\n".join(lines)
 
+    def why(self) -> str:
+        """One line for an assertion message: what is wrong (the hint) or where (the failing case); "" when ok."""
+        if self.ok:
+            return ""
+        where = f" (failing case: {self.failing_case})" if self.failing_case else ""
+        return f"{self.name} is not right yet: {self.hint or 'read the verdict above'}{where}"
+
     def _repr_pretty_(self, p, cycle):  # IPython shows the friendly text
         p.text(str(self))
 
@@ -160,8 +167,10 @@ def _call(call: Callable[[], object], notes: list[str]):
 
 
 def _run(name: str, cases: list[tuple[str, Callable[[], object], Callable[[], object]]],
-         mistakes: list[tuple[str, Callable[[str], object]]], student_fn: Callable) -> Verdict:
-    """cases: (description, student call, expected). mistakes: (hint, fn(case description) -> wrong result)."""
+         mistakes: list[tuple[str, Callable[[str], object]]], student_fn: Callable,
+         diagnose: Callable[[list, list[int]], str | None] | None = None) -> Verdict:
+    """cases: (description, student call, expected). mistakes: (hint, fn(case description) -> wrong result).
+    ``diagnose(outputs, wrong case indices) -> hint or None``: a last try at a hint when no mistake matched."""
     worst, worst_case, shape_hint, nan_case = 0.0, None, None, None
     outputs, notes, wrong_cases = [], [], []
 
@@ -209,6 +218,8 @@ def _run(name: str, cases: list[tuple[str, Callable[[], object], Callable[[], ob
                 hint = text
                 break
         hint = hint or shape_hint
+        if hint is None and diagnose is not None:
+            hint = diagnose(outputs, wrong_cases)
         if hint is None and nan_case is not None:
             hint = f"your result contains NaN (first in case: {nan_case}); look for 0/0, log of 0 or inf - inf"
     v = Verdict(name, status, worst, worst_case if status == "wrong" else None, hint, len(cases), notes)
