@@ -15,13 +15,13 @@ import numpy as np
 import nbformat
 import pytest
 import torch
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from gregnb.homework import (check_certified_radius, check_energy, check_fpr95, check_greg_penalty,
                              check_pick_means, check_sampler)
 from gregnb.homework.__main__ import main as homework_cli
 from gregnb.homework.checkers import reference_two_way_selection
+from gregnb.runner import execute_notebook
 from gregnb.homework.grade import grade_notebook, prepare, score_cell
 from gregnb.homework.release import RELEASE_DIR, SOURCE_DIR, release_all, release_notebook
 from gregnb.lipschitz import certified_radius
@@ -289,16 +289,15 @@ def test_release_keeps_indentation_and_hint():
 
 def _execute(path: Path):
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    return nb, client
+    return nb, lambda: execute_notebook(nb, path.parent, timeout=600)
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", [RELEASE_DIR / p.name for p in SOURCES], ids=lambda p: p.name)
 def test_student_version_runs_until_the_first_stub(path):
-    nb, client = _execute(path)
+    nb, run = _execute(path)
     with pytest.raises(CellExecutionError) as info:
-        client.execute()
+        run()
     assert "NotImplementedError" in str(info.value)
     errors = [(i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert len(errors) == 1 and errors[0][1]["ename"] == "NotImplementedError"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import make_moons
 
 from .base import Benchmark
 
@@ -34,6 +33,8 @@ def _blobs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _moons(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_moons  # only the moons need scikit-learn (a slow import)
+
     x, y = make_moons(n_samples=n, noise=0.1, random_state=int(rng.integers(0, 2**31 - 1)))
     x = 1.6 * (x - np.array([0.5, 0.25]))
     return x, y

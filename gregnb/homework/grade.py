@@ -190,8 +190,9 @@ def grade_notebook(submission: str | Path, source_dir: str | Path, *, assignment
                    timeout: int = DEFAULT_TIMEOUT, kernel_name: str = "python3") -> GradeReport:
     """Restore the source's locked cells in ``submission``, run it, and score it (see the module doc)."""
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
+
+    from ..runner import execute_notebook
 
     submission = Path(submission)
     if timeout is not None and timeout <= 0:
@@ -203,14 +204,12 @@ def grade_notebook(submission: str | Path, source_dir: str | Path, *, assignment
         raise ValueError(f"{submission} is not a readable notebook: {err}") from err
     source = nbformat.read(source_path, as_version=4)
     nb, restored = prepare(student, source)
-    client = NotebookClient(
-        nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True, interrupt_on_timeout=True,
-        error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
-                          "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]},
-        resources={"metadata": {"path": str(submission.resolve().parent)}})
     t0 = time.perf_counter()
     try:
-        client.execute()
+        execute_notebook(nb, submission.resolve().parent, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
+                         interrupt_on_timeout=True,
+                         error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
+                                           "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]})
     except DeadKernelError:
         pass  # the cells that did not run score 0 below
     report = GradeReport(submission, source_path.stem, restored=restored, seconds=time.perf_counter() - t0)
