@@ -158,3 +158,16 @@ def test_a_format_1_record_still_loads_and_compares_statistically():
     f.add("x", "X.", e.verdict(), {"a": Number(31.0, 2.5, 5, "%")}, effect=e)
     result = comparison(old, f.to_dict())
     assert result.statistical and result.ok, result
+
+
+def test_a_damaged_committed_record_does_not_cost_the_run(tmp_path, monkeypatch):
+    from gregnb.findings.render import show
+
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "95.json").write_text('{"format": 2, "chapter": "94", "claims": []}')
+    monkeypatch.setenv("GREGNB_FINDINGS_OUT", str(tmp_path / "out"))
+    f = Findings("95", fast=False)
+    f.add_check("x", "X.", True)
+    with pytest.warns(UserWarning, match="not a usable findings record"):
+        view = show(f.to_dict(), tmp_path / "records")
+    assert view.recorded is None and json.loads((tmp_path / "out" / "95.json").read_text())["claims"][0]["id"] == "x"

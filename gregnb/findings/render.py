@@ -139,7 +139,14 @@ def show(current: dict, records: str | os.PathLike | None = None) -> FindingsVie
     out = os.environ.get("GREGNB_FINDINGS_OUT")
     if out:
         write_record(current, Path(out) / f"{current['chapter']}.json")
-    view = FindingsView(current, load_record(current["chapter"], records))
+    try:
+        recorded = load_record(current["chapter"], records)
+    except ValueError as err:   # a damaged committed record must not cost this run (its record is written above)
+        import warnings
+
+        warnings.warn(f"{err}; showing this run without it", stacklevel=2)
+        recorded = None
+    view = FindingsView(current, recorded)
     try:
         from IPython import get_ipython
         from IPython.display import display
