@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true",
                     help="each chapter from an empty model cache (a temporary GREGNB_DATA holding only the generated "
                          "benchmarks), so its time is a first run's; records are made this way")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)   # chapter numbers may come after the options too
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
     command = update if args.command == "update" else check
