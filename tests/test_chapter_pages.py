@@ -142,3 +142,39 @@ def test_stated_run_time_matches_the_record(path):
     assert abs(claimed - seconds) <= 0.3 * seconds, (
         f"{path.name} states '{stated.group(0)}', but its record took {seconds:.0f} s: write 'Runs in about "
         f"{run_time_words(seconds)[6:]} on a laptop CPU' in its first cell")
+
+
+# ---- the answer first, and chapters a student can step through --------------------------------------------------
+def answer_first_problems(first_cell: str, claim_ids: set[str]) -> list[str]:
+    """What is missing from a chapter's first cell: a paragraph that starts "**The answer first.**" and cites at least
+    one claim of the chapter's record (so the answer is the recorded one, with its numbers in What we found)."""
+    if "**The answer first.**" not in first_cell:
+        return ["no '**The answer first.**' paragraph in the first cell"]
+    answer = first_cell.split("**The answer first.**", 1)[1].split("\n\n", 1)[0]
+    cited = set(re.findall(r"\[([a-z0-9]+(?:-[a-z0-9]+)+)\]", answer))
+    if not cited & claim_ids:
+        return ["the answer cites no claim of the chapter's record"]
+    return [f"the answer cites {sorted(cited - claim_ids)}, which the record does not hold"] if cited - claim_ids else []
+
+
+def test_the_answer_first_rule_catches_a_missing_or_unrecorded_answer():
+    ids = {"a-holds"}
+    assert answer_first_problems("# 09 · Title\n\n**Learning goals**", ids)
+    assert answer_first_problems("# 09\n\n**The answer first.** It works.\n\nMore.", ids)
+    assert answer_first_problems("# 09\n\n**The answer first.** It works [a-holds], [b-gone].", ids)
+    assert not answer_first_problems("# 09\n\n**The answer first.** It works [a-holds].\n\n**Goals**", ids)
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if not p.name.startswith("00")], ids=lambda p: p.name[:2])
+def test_each_chapter_states_its_recorded_answer_in_its_first_cell(path):
+    record = load_record(path.name[:2])
+    ids = {c["id"] for c in record["claims"]} if record else set()
+    first = nbformat.read(path, as_version=4).cells[0].source
+    assert not answer_first_problems(first, ids), f"{path.name}: {answer_first_problems(first, ids)}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name[:2])
+def test_chapters_stay_short_enough_to_step_through(path):
+    cells = len(nbformat.read(path, as_version=4).cells)
+    limit = 40 if path.name[:2] in ("03", "04") else 50   # the two halves of GReg stay at 40 cells each
+    assert cells <= limit, f"{path.name} has {cells} cells (at most {limit}): split it, or move code into gregnb"
