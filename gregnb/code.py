@@ -14,9 +14,13 @@ class Source:
         self.text, self.title = text, title
 
     def _repr_html_(self) -> str:
-        from IPython.display import Code
+        from pygments import highlight
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import PythonLexer
 
-        return f"<p><code>{self.title}</code>, as it runs:</p>" + Code(self.text, language="python")._repr_html_()
+        # inline styles: no style sheet in the page (the site test reads pages for stray error text)
+        return (f"<p><code>{self.title}</code>, as it runs:</p>"
+                + highlight(self.text, PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True)))
 
     def __repr__(self) -> str:
         return f"# {self.title}, as it runs:\n{self.text}"

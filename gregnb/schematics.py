@@ -1,5 +1,5 @@
 """Schematics: the pictures that explain a mechanism better than prose, drawn by the package so the chapters and the
-static site show the same figure.
+static site show the same figure (equation labels as in docs/method.md).
 
 * :func:`mask_schematic`: GReg's masks (E6) on an energy histogram: which rows the energy loss moves and which the
   gradient penalty flattens, for given margins (chapter 03).

@@ -14,6 +14,11 @@ import os
 import sys
 
 
+#: what jupyter_client says when a new kernel dies before it answers: with two autograde processes starting kernels
+#: at once, both can be handed the same free TCP port; the loser dies. Not a grading error: the command is rerun once.
+STARTUP_RACE = "Kernel died before replying to kernel_info"
+
+
 def run(cwd: str, argv: list[str]) -> tuple[int, str]:
     from jupyter_core.application import NoStart
     from nbgrader.apps import NbGraderApp
@@ -44,6 +49,9 @@ def main(commands_path: str, results_path: str) -> int:
     results = []
     for cmd in commands:
         code, log = run(cmd["cwd"], cmd["argv"])
+        if code != 0 and STARTUP_RACE in log:   # a kernel lost the race for a free port at start-up: run it again once
+            code, again = run(cmd["cwd"], cmd["argv"])
+            log = f"{log}\n[retried once after a kernel start-up failure]\n{again}"
         results.append({"argv": cmd["argv"], "cwd": cmd["cwd"], "code": code, "log": log})
         if code != 0:
             break
