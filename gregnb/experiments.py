@@ -27,7 +27,7 @@ from .sampling import kmeans, plan_selection
 from .scores import energy
 from .train import History, TrainConfig
 from .train import main as train_main
-from .train.cli import requested_run
+from .train.cli import requested_pool, requested_run
 
 __all__ = ["default_model", "train_classifier", "train_classifiers", "over_seeds", "mean_std_table", "compare_scores",
            "compare_methods", "FINETUNE_RECIPES", "collect_picks", "pick_coverage", "paired_verdict", "history_means",
@@ -305,14 +305,22 @@ def run_or_load(out: str | os.PathLike, args: list[str]) -> dict:
     """Run ``python -m gregnb.train`` with ``args`` into ``out`` unless ``out/metrics.json`` exists (a
     finished run); an unfinished run (``out/last.pt`` without metrics) is resumed. Returns the metrics.
 
-    A finished run made with other settings (a preset changed since, or other flags) is not reused: it is moved
-    aside to ``out`` + ``-old-<time>`` (kept, not deleted), with a message, and the run is made again."""
+    A finished run made with other settings (a preset changed since, other flags, or another outlier pool: other
+    pool flags, or other images in the pool file) is not reused: it is moved aside to ``out`` + ``-old-<time>``
+    (kept, not deleted), with a message, and the run is made again."""
     out = Path(out)
     metrics = out / "metrics.json"
     if metrics.exists():
         done = json.loads(metrics.read_text())
-        wanted, meta = requested_run([*args, "--out", str(out)])
-        ran = {**done.get("settings", {}), **{k: done.get("meta", {}).get(k) for k in meta}}
+        argv = [*args, "--out", str(out)]
+        wanted, meta = requested_run(argv)
+        recorded = done.get("meta", {})
+        # the pool counts as a setting (another --data-root / --aux / --max-aux, or a pool file whose images
+        # changed); it is loaded only when the finished run recorded its size or hash
+        meta.update(requested_pool(argv, load="pool_size" in recorded or "pool_hash" in recorded))
+        # only what the finished run recorded is compared: a metrics.json written before a field was recorded
+        # (no pool fields, say) is reused, not thrown away
+        ran = {**done.get("settings", {}), **{k: recorded[k] for k in meta if k in recorded}}
         differ = {k: (ran[k], v) for k, v in {**wanted, **meta}.items() if k in ran and ran[k] != v}
         if not differ:
             return done

@@ -26,7 +26,7 @@ from gregnb.lipschitz import attack_radius, certified_fraction, input_gradient_n
 from gregnb.losses import greg_objective, greg_penalty, propose_margins
 from gregnb.models import MLP, SmallCNN
 from gregnb.scores import energy
-from gregnb.train import TrainConfig, fit, main
+from gregnb.train import TrainConfig, fit, fit_many, main
 
 KW = dict(epochs=2, batch_size=100, lr=1e-2, progress=False, log_grad_norms=False, device="cpu")
 
@@ -186,6 +186,33 @@ def test_read_only_folders_lose_no_work_and_files_are_shareable(blobs, tmp_path,
         assert path.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_run_or_load_sets_aside_a_run_made_with_another_pool(tmp_path, monkeypatch, capsys):
+    """A finished run whose recorded pool (size, hash) differs is moved aside and made again; one whose metrics.json
+    predates the pool fields is reused."""
+    import json
+
+    import gregnb.experiments as ex
+    from gregnb.train.cli import requested_pool, requested_run
+
+    args = ["--dataset", "digits", "--method", "ce", "--epochs", "1"]
+    out = tmp_path / "ce"
+    argv = [*args, "--out", str(out)]
+    settings, meta = requested_run(argv)
+    pool = requested_pool(argv)
+    out.mkdir()
+    old = {"settings": settings, "meta": meta}  # no pool fields: written before they were recorded
+    (out / "metrics.json").write_text(json.dumps(old))
+    monkeypatch.setattr(ex, "train_main", lambda a: (out.mkdir(), (out / "metrics.json").write_text('{"new": 1}')))
+    assert ex.run_or_load(out, args) == old
+    same = {"settings": settings, "meta": {**meta, **pool}}
+    (out / "metrics.json").write_text(json.dumps(same))
+    assert ex.run_or_load(out, args) == same
+    (out / "metrics.json").write_text(json.dumps({**same, "meta": {**meta, **pool, "pool_hash": "0" * 16}}))
+    assert ex.run_or_load(out, args) == {"new": 1}
+    assert "pool_hash '0000000000000000', now" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("ce-old-*"))) == 1
 
 
 def test_digits_cache_in_a_read_only_folder_still_loads(tmp_path, read_only, monkeypatch):
@@ -547,6 +574,9 @@ def _boundary_cases():
          "device='nonsense' is not a device; pass 'cpu', 'cuda'"),
         ("fit device='meta'", fit_kw(device="meta"), V, "device='meta' holds shapes only, no values"),
         ("fit device='cuda:7'", fit_kw(device="cuda:7"), V, "device='cuda:7': this machine has .* CUDA GPU"),
+        *[(f"fit_many device={d!r}", lambda n, x, b, d=d: fit_many([n], b, [dict(epochs=1)], device=d, progress=False),
+           V, m) for d, m in [("nonsense", "device='nonsense' is not a device"), ("meta", "device='meta' holds shapes"),
+                              ("cuda:7", "device='cuda:7': this machine has")]],
         ("fit meta model", lambda n, x, b: fit(meta_net(n, x, b), b, **KW), V, "model's weights are on the meta device"),
         ("predict_logits meta model", lambda n, x, b: predict_logits(meta_net(n, x, b), x), V, "meta device"),
         ("predict_logits meta x", lambda n, x, b: predict_logits(n, x.to("meta")), V, "x is on the meta device"),

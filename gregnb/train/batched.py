@@ -43,6 +43,7 @@ from ..config import seed_everything
 from ..config import workers as default_workers
 from ..data.base import Benchmark
 from ..losses import member_energy
+from ..validate import device as check_device
 from . import distributed
 from .batched_steps import MemberSettings, group_key
 from .checks import check_data
@@ -105,7 +106,7 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
         raise ValueError("fit_many trains each model in place: pass distinct model objects (copy.deepcopy a "
                          "shared one)")
     cfgs = [TrainConfig(**{**c, "progress": False}) for c in configs]
-    dev = torch.device(device) if device is not None else default_device()
+    dev = check_device(device) if device is not None else default_device()  # a bad name: a clear error, now
     histories: list[History | None] = [None] * len(models)
     groups = []
     for g in group_members(models, cfgs, dev, stack_images):

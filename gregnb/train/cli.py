@@ -121,6 +121,19 @@ def requested_run(argv: list[str]) -> tuple[dict, dict]:
     return settings, {"dataset": args.dataset, "arch": args.arch or DATASETS[args.dataset].arch, "seed": args.seed}
 
 
+def requested_pool(argv: list[str], *, load: bool = True) -> dict:
+    """The outlier pool a ``python -m gregnb.train`` command line asks for, as ``metrics.json``'s ``meta`` records
+    it: ``data_root``, ``aux``, ``max_aux`` and ``init`` and, with ``load``, the pool's ``pool_size`` and
+    ``pool_hash`` (:func:`pool_record`; this loads the dataset)."""
+    args = _parser().parse_args(argv)
+    meta = {k: v for k, v in _run_meta(args, "").items() if k not in ("dataset", "arch", "seed")}
+    if load:
+        data = load_dataset(args.dataset, root=args.data_root, aux=args.aux, download=False, seed=args.seed,
+                            max_aux=args.max_aux)
+        meta.update(pool_record(data.aux_x))
+    return meta
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m gregnb.train``: train one model, keep ``OUT/last.pt``, write ``OUT/metrics.json``."""
     ap = _parser()
