@@ -2,7 +2,7 @@
 
 For each seed: the chapters' CNN fine-tuned with the energy loss and with GReg (as chapter 07 trains
 them, through ``compare_methods``) and the Lipschitz-constrained CNN trained the same way
-(``gregnb.certify.study.lipschitz_models``). For the first ``--n`` ID test images that each model
+(``gregnb.certification.lipschitz_models``). For the first ``--n`` ID test images that each model
 detects correctly (``E <= gamma``, gamma the 95%-TPR threshold): the median sound radius of the global
 product bound, IBP and CROWN, and the median radius at which a PGD attack flips the decision
 (global <= IBP <= CROWN <= true radius <= attack). Reports mean ± std over seeds of those medians,
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gregnb.certify.study import energy_threshold, lipschitz_models, nearest_other_class, radius_table
+from gregnb.certification import energy_threshold, lipschitz_models, nearest_other_class, radius_table
 from gregnb.data.digits import load_benchmark
 from gregnb.evaluate import evaluate
 from gregnb.experiments import compare_methods

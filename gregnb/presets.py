@@ -30,7 +30,7 @@ __all__ = ["AUTHORS_BATCH", "DIGITS_LAMBDA_GRAD", "PRESETS", "get_preset", "CE_R
 _SGD = dict(optimizer="sgd", momentum=0.9)
 
 # The chapters' CPU recipes per benchmark ("toy": the 2-D sets, "digits"), the one source of the digits-*
-# presets below and of gregnb.experiments (train_classifier, compare_methods) and gregnb.certify.study.
+# presets below and of gregnb.experiments (train_classifier, compare_methods) and gregnb.certification.
 #: a "ce" classifier from scratch (the chapters scale the epochs in FAST mode)
 CE_RECIPES = {"toy": dict(epochs=30, lr=5e-3, batch_size=64), "digits": dict(epochs=15, lr=3e-3, batch_size=64)}
 #: the outlier methods fine-tuning a "ce" model (aux_batch_size: the OOD batch, 2x the ID batch; greg+'s picks).
@@ -48,7 +48,7 @@ SCRATCH_RECIPES = {"toy": dict(epochs=40, lr=3e-3, batch_size=64, aux_batch_size
 #: chapter 04 selects on the digits **validation** OOD set (the lowest mean validation FPR95 over seeds among the
 #: weights it sweeps, the energy loss included; :func:`gregnb.calibration.select_setting`), never on the test
 #: sets. The one source of that weight for the ``digits-greg`` / ``digits-gregplus`` presets and for chapters 05
-#: and 07 (and :func:`gregnb.certify.study.lipschitz_models`). ``tests/test_one_weight.py`` checks it against
+#: and 07 (and :func:`gregnb.certification.lipschitz_models`). ``tests/test_one_weight.py`` checks it against
 #: chapter 04's committed findings record (claim ``validation-selects-a-gradient-term``, number "selected λ∇"),
 #: so the two cannot drift: when a re-recorded chapter 04 selects another weight, change it here.
 DIGITS_LAMBDA_GRAD = 0.3

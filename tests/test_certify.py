@@ -9,7 +9,7 @@ from torch import nn
 
 from gregnb.certify import build_graph, energy_bounds, grid_radius, logit_bounds, run_graph, sound_radius
 from gregnb.certify.rounding import safety_margin
-from gregnb.certify.study import certified_area, certified_curve, nearest_other_class
+from gregnb.certification import certified_area, certified_curve, nearest_other_class
 from gregnb.lipschitz import attack_radius, score_attack
 from gregnb.models import MLP, LipschitzCNN, SmallCNN
 from gregnb.scores import energy

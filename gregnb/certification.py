@@ -14,12 +14,12 @@ import math
 import torch
 from torch import nn
 
-from ..data.base import Benchmark
-from ..inference import predict_logits
-from ..lipschitz import attack_radius
-from ..metrics import threshold_at_tpr
-from ..scores import energy
-from .radius import sound_radius
+from .certify import sound_radius
+from .data.base import Benchmark
+from .inference import predict_logits
+from .lipschitz import attack_radius
+from .metrics import threshold_at_tpr
+from .scores import energy
 
 __all__ = ["energy_threshold", "radius_table", "certified_curve", "certified_area", "nearest_other_class",
            "lipschitz_models"]
@@ -116,10 +116,10 @@ def lipschitz_models(data: Benchmark, seed: int = 0, *, methods: dict | None = N
 
     Returns ``(models, margins)``: label -> trained model (eval mode), and ``(m_in, m_out)``.
     """
-    from ..config import seed_everything
-    from ..presets import CE_RECIPES, DIGITS_LAMBDA_GRAD, FINETUNE_RECIPES
-    from ..losses import propose_margins
-    from ..models import LipschitzCNN
+    from .config import seed_everything
+    from .losses import propose_margins
+    from .models import LipschitzCNN
+    from .presets import CE_RECIPES, DIGITS_LAMBDA_GRAD, FINETUNE_RECIPES
 
     if len(data.input_shape) != 3:
         raise ValueError(f"the Lipschitz CNN takes images (C, H, W), not inputs of shape {data.input_shape}")
@@ -149,7 +149,7 @@ def _train_many(models, data, methods, recipes, cache, lipschitz):
     """Train (or load from the cache) ``models[i]`` with ``methods[i]`` and ``recipes[i]`` through
     :func:`gregnb.train.fit_many`, as the chapters' CNNs train (side by side on a CPU, one thread each); the cache
     key names the Lipschitz architecture and its budget."""
-    from ..cache import cached_fit_many
+    from .cache import cached_fit_many
 
     settings = [{"method": method, "arch": "LipschitzCNN", "lipschitz": lipschitz,
                  **{k: v for k, v in r.items() if k != "progress"}} for method, r in zip(methods, recipes)]
