@@ -47,9 +47,9 @@ def mask_schematic(e_id, e_ood, m_in: float, m_out: float, ax=None, bins: int = 
     for m, name in ((m_in, "$m_{in}$"), (m_out, "$m_{out}$")):
         ax.axvline(m, color="k", lw=1.2, ls="--")
         ax.annotate(name, (m, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=9)
-    ax.text(0.01, 0.97, f"ID rows penalised (E ≤ m_in): {100 * shares['ID rows penalised']:.0f} %",
+    ax.text(0.01, 0.9, f"ID rows penalised (E ≤ m_in): {100 * shares['ID rows penalised']:.0f} %",
             transform=ax.transAxes, va="top", fontsize=8, color="tab:blue")
-    ax.text(0.99, 0.97, f"outliers penalised (E ≥ m_out): {100 * shares['outliers penalised']:.0f} %",
+    ax.text(0.99, 0.9, f"outliers penalised (E ≥ m_out): {100 * shares['outliers penalised']:.0f} %",
             transform=ax.transAxes, va="top", ha="right", fontsize=8, color="tab:orange")
     ax.set_xlabel("energy E(x) (low = ID)")
     ax.set_ylabel("rows")
@@ -96,7 +96,7 @@ def certified_ball_schematic(ax=None, energy: float = -8.0, threshold: float = -
     ax.add_patch(patches.Circle((0, 0), r, fill=True, alpha=0.2, color="tab:blue"))
     ax.plot([0], [0], "o", color="tab:blue")
     ax.annotate("", (r, 0), (0, 0), arrowprops=dict(arrowstyle="<->", color="k"))
-    ax.text(r / 2, 0.12, "ε* = (γ − E(x)) / L", ha="center", fontsize=8)
+    ax.text(r / 2, 0.25 * r, "ε* = (γ − E(x)) / L", ha="center", fontsize=8)
     ax.text(0, -0.35, f"x: E(x) = {energy:g}", ha="center", fontsize=8)
     ax.set_xlim(-r - 0.5, r + 1.5)
     ax.set_ylim(-2.5, 2.5)
