@@ -124,6 +124,10 @@ def paired_verdict(df, a: str, b: str, value: str = "fpr95", *, column: str = "m
     """
     from .findings.stats import Effect, sign_test_p
 
+    if not hasattr(df, "pivot_table") or any(c not in df for c in ("seed", column, value)) or a == b:
+        raise ValueError(f"df must be a pandas DataFrame with columns 'seed', {column!r} and {value!r}, and a, b two "
+                         f"different rows of {column!r} (got {a!r}, {b!r}); got df={type(df).__name__}"
+                         + (f" with columns {list(df.columns)}" if hasattr(df, "columns") else ""))
     rows = df[df["ood"] == ood] if "ood" in df else df
     wide = rows.pivot_table(index="seed", columns=column, values=value)
     for name in (a, b):

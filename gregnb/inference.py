@@ -58,6 +58,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048, *,
     """Logits ``(N, K)`` (and penultimate features ``(N, D)`` if ``features``) in eval mode, on the CPU.
     ``transform`` (e.g. ``data.eval_transform``) is applied to each batch on the model's device."""
     batch_size = whole("batch_size", batch_size)
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform must be a function of a batch (e.g. data.eval_transform) or None, got {transform!r}")
     x = as_model_input(x, model, "x", transform)
     dev = next(model.parameters()).device
     outs, feats = [], []

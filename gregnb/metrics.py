@@ -29,6 +29,8 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
 def _as_scores(x: ArrayLike, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device (shapes only, no values); pass scores that hold values")
         x = x.detach().to("cpu", torch.float64).numpy()
     try:
         arr = np.asarray(x, dtype=np.float64)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .validate import number, scalar, whole
+from .validate import describe, flag, number, scalar, whole
 
 __all__ = ["kmeans", "energy_cluster_sample", "random_sample", "greedy_sample", "dos_sample", "SAMPLERS",
            "get_sampler", "SelectionPlan", "plan_selection", "DOS_DROP_FRACTION", "ROLES", "CANDIDATE_FACTOR"]
@@ -51,6 +51,8 @@ def _check(features: torch.Tensor, energies: torch.Tensor) -> tuple[torch.Tensor
 
 def _tensor(name: str, x) -> torch.Tensor:
     """``x`` as a tensor (a NumPy array or a list of numbers converted as ``torch.as_tensor`` does)."""
+    if isinstance(x, torch.Tensor) and x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (shapes only, no values); pass a tensor that holds values")
     if isinstance(x, torch.Tensor):
         return x
     try:
@@ -95,7 +97,7 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 3, max_iter: int = 50, tol:
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty (N, D) tensor, got shape {tuple(x.shape)}")
     k = _check_count("k", k, 1, len(x), "the number of points N")
-    n_init, max_iter = whole("n_init", n_init), whole("max_iter", max_iter, 0)
+    n_init, max_iter = whole("n_init", n_init), whole("max_iter", max_iter)
     tol = number("tol", tol, low=0.0)
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN/inf")
@@ -134,11 +136,18 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 3, max_iter: int = 50, tol:
     return labels[best], centres[best]
 
 
+def _pair(name: str, value) -> tuple[int, int]:
+    """``value`` as two whole numbers ``(start, end)``."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{name} must be (start, end), two whole numbers, got {describe(value)}")
+    return whole(f"{name}'s start", value[0], 0), whole(f"{name}'s end", value[1], 0)
+
+
 def _window(energies: torch.Tensor, window: tuple[int, int] | None) -> torch.Tensor:
     """Indices of the candidates kept: all, or positions [start, end) of the energy-ascending order."""
     if window is None:
         return torch.arange(len(energies), device=energies.device)
-    start, end = window
+    start, end = _pair("window", window)
     order = energies.argsort()
     if not 0 <= start < end or start >= len(energies):
         raise ValueError(f"window must be (start, end) with 0 <= start < end and start < N = {len(energies)}, "
@@ -176,7 +185,7 @@ def energy_cluster_sample(features: torch.Tensor, energies: torch.Tensor, n_per_
     high-energy ones, then the fill. With ``return_roles``, also a LongTensor of the same length: the
     role of each pick as an index into :data:`ROLES`. Deterministic given ``generator``.
     """
-    features, energies = _check(features, energies)
+    features, energies, two_way = *_check(features, energies), flag("two_way", two_way)
     keep = _window(energies, window)
     n = len(keep)
     if n_clusters is None:
@@ -345,6 +354,7 @@ def plan_selection(sampler: str = "energy_cluster", batch_size: int = 64, *, two
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    two_way = flag("two_way", two_way)
     batch_size = _check_count("batch_size", batch_size, 1, 10 ** 9, "the ID batch size")
     candidate_factor = _check_count("candidate_factor", candidate_factor, 1, 10 ** 6, "candidates per ID sample")
     n_cand = candidate_factor * batch_size if n_candidates is None else \
@@ -358,7 +368,7 @@ def plan_selection(sampler: str = "energy_cluster", batch_size: int = 64, *, two
     if window is None and sampler == "dos":
         window = _dos_window(n_cand)
     if window is not None:
-        start, end = (int(w) for w in window)
+        start, end = _pair("window", window)
         if not 0 <= start < end or start >= n_cand:
             raise ValueError(f"window must be (start, end) with 0 <= start < end and start < {n_cand} candidates, "
                              f"got {tuple(window)}")

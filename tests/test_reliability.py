@@ -506,9 +506,15 @@ class _Plain(torch.nn.Module):
 def _boundary_cases():
     """``(id, call(net, x, blobs), error type, regex)``: each call used to fail deep inside (a raw torch / NumPy /
     Python error) or to pass silently; the error must name the argument, the value and what to pass."""
+    import pandas as pd
+
     from gregnb.certify import energy_bounds, sound_radius
     from gregnb.coverage import nearest_distance
     from gregnb.data.cifar import load_aux_pool
+    from gregnb.experiments import paired_verdict
+    from gregnb.findings import Findings
+    from gregnb.metrics import auroc
+    from gregnb.sampling import energy_cluster_sample, plan_selection
     from gregnb.evaluate import evaluate
     from gregnb.lipschitz import certified_radius, global_lipschitz_bound, score_attack
     from gregnb.metrics import threshold_at_tpr
@@ -577,6 +583,33 @@ def _boundary_cases():
         *[(f"fit_many device={d!r}", lambda n, x, b, d=d: fit_many([n], b, [dict(epochs=1)], device=d, progress=False),
            V, m) for d, m in [("nonsense", "device='nonsense' is not a device"), ("meta", "device='meta' holds shapes"),
                               ("cuda:7", "device='cuda:7': this machine has")]],
+        # round 3 (issue 37): flags and counts that passed silently, raw errors from deep inside
+        *[(f"{n} two_way='yes'", c, V, "two_way must be True or False, got 'yes'") for n, c in [
+            ("plan_selection", lambda n, x, b: plan_selection(two_way="yes")),
+            ("energy_cluster_sample", lambda n, x, b: energy_cluster_sample(x, energy(n(x)), n_clusters=2, two_way="yes"))]],
+        ("plan_selection window='a'", lambda n, x, b: plan_selection(window="a"), V, r"window must be \(start, end\)"),
+        ("kmeans max_iter=0", lambda n, x, b: kmeans(x, 2, max_iter=0), V, "max_iter must be a whole number >= 1"),
+        ("kmeans meta x", lambda n, x, b: kmeans(x.to("meta"), 2), V, "x is on the meta device"),
+        ("auroc meta scores", lambda n, x, b: auroc(x[:, 0].to("meta"), x[:, 1]), V, "id_scores is on the meta device"),
+        ("certified_fraction steps=0", lambda n, x, b: certified_fraction(n, x, 0.0, [0.1], is_id=True, steps=0), V,
+         "steps must be a whole number >= 1, got 0"),
+        ("fit momentum=2", fit_kw(momentum=2.0), V, r"momentum must be in \[0, 1\)"),
+        *[(f"fit_many {k}={v!r}", lambda n, x, b, k=k, v=v: fit_many([n], b, [dict(epochs=1)], **{"progress": False, k: v}),
+           V, m) for k, v, m in [("max_members", 0, "max_members must be a whole number >= 1"),
+                                 ("workers", -1, "workers must be at least 1"), ("progress", "x", "progress must be True")]],
+        ("fit_many configs=dict", lambda n, x, b: fit_many([n], b, dict(epochs=1)), TypeError, "a list of configs"),
+        ("fit_many model='mlp'", lambda n, x, b: fit_many(["mlp"], b, [{}]), TypeError, r"models\[0\] must be a torch"),
+        ("fit_many inside inference_mode", lambda n, x, b: torch.inference_mode()(fit_many)([n], b, [{}]), RuntimeError,
+         r"fit_many needs gradients"),
+        ("predict_logits transform='x'", lambda n, x, b: predict_logits(n, x, transform="x"), TypeError,
+         "transform must be a function"),
+        ("add_check passed='yes'", lambda n, x, b: Findings("99", fast=True).add_check("c", "C.", "yes"), TypeError,
+         "passed must be True or False"),
+        ("add_check numbers=list", lambda n, x, b: Findings("99", fast=True).add_check("c", "C.", True, [1]), TypeError,
+         "numbers must be a dict"),
+        *[(f"paired_verdict {k}", c, V, "df must be a pandas DataFrame with columns 'seed'") for k, c in [
+            ("df=list", lambda n, x, b: paired_verdict([1, 2], "a", "b")),
+            ("a == b", lambda n, x, b: paired_verdict(pd.DataFrame({"seed": [0], "method": ["a"], "fpr95": [0.1]}), "a", "a"))]],
         ("fit meta model", lambda n, x, b: fit(meta_net(n, x, b), b, **KW), V, "model's weights are on the meta device"),
         ("predict_logits meta model", lambda n, x, b: predict_logits(meta_net(n, x, b), x), V, "meta device"),
         ("predict_logits meta x", lambda n, x, b: predict_logits(n, x.to("meta")), V, "x is on the meta device"),

@@ -95,6 +95,10 @@ class Findings:
 
     def add_check(self, claim_id: str, claim: str, passed: bool, numbers: Mapping[str, Number] | None = None) -> None:
         """Record a yes/no claim (a property that holds or not), with the numbers that decide it."""
+        if passed is None or isinstance(passed, (str, bytes)):  # bool('no') is True: a verdict must be a truth value
+            raise TypeError(f"passed must be True or False (whether claim {claim_id!r} holds), got {passed!r}")
+        if numbers is not None and not isinstance(numbers, Mapping):
+            raise TypeError(f"numbers must be a dict of name -> Number (or None), got {type(numbers).__name__}")
         self.add(claim_id, claim, "holds" if bool(passed) else "does not hold", numbers)
 
     def to_dict(self) -> dict:

@@ -111,7 +111,7 @@ def certified_fraction(model: nn.Module, x: torch.Tensor, threshold: float, eps_
     :func:`local_lipschitz` on each ``B_eps(x)``, an *estimate*: the curve is then an optimistic estimate
     that certifies nothing. Returns ``(len(eps_grid),)`` fractions.
     """
-    threshold = _number("threshold", threshold, low=-math.inf)
+    threshold, steps = _number("threshold", threshold, low=-math.inf), validate.whole("steps", steps)
     if not isinstance(validate.scalar(is_id), bool):
         raise ValueError(f"is_id must be True (x is ID data) or False (x is OOD data), got {validate.describe(is_id)}")
     is_id = validate.scalar(is_id)

@@ -43,6 +43,7 @@ from ..config import seed_everything
 from ..config import workers as default_workers
 from ..data.base import Benchmark
 from ..losses import member_energy
+from ..validate import describe, flag, module, no_inference_mode, scalar, whole
 from ..validate import device as check_device
 from . import distributed
 from .batched_steps import MemberSettings, group_key
@@ -100,6 +101,18 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     ``workers``: on a CPU, how many members that train alone run side by side, each on one thread (default
     :func:`gregnb.config.workers`: ``GREGNB_WORKERS``, else torch's thread count); any number gives the same weights.
     """
+    no_inference_mode("fit_many")
+    if not isinstance(models, (list, tuple)) or not isinstance(configs, (list, tuple)) or \
+            not all(isinstance(c, dict) for c in configs):
+        raise TypeError(f"fit_many takes a list of models and a list of configs (one dict per model, e.g. "
+                        f"[dict(method='ce', epochs=3)]), got models={describe(models)}, configs={describe(configs)}")
+    for i, m in enumerate(models):
+        module(f"models[{i}]", m)
+    progress, max_members = flag("progress", progress), whole("max_members", max_members, optional=True)
+    w = scalar(workers)
+    if workers is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+        raise ValueError(f"workers must be at least 1 (a whole number: members trained side by side), got "
+                         f"{describe(workers)}; or None for the default")
     if len(models) != len(configs):
         raise ValueError(f"got {len(models)} models and {len(configs)} configs; pass one config per model")
     if len({id(m) for m in models}) != len(models):
