@@ -29,6 +29,7 @@ from torch import nn
 
 from .inference import predict_logits
 from .scores import energy
+from .validate import scalar
 
 __all__ = ["ce_loss", "energy_margin_loss", "oe_loss", "greg_penalty", "penalty_logs", "ce_objective", "oe_objective",
            "greg_objective", "member_energy", "propose_margins", "CONVENTIONS", "PENALIZE",
@@ -158,7 +159,7 @@ def _check_choices(convention: str, penalize: str, n_id=1, n: int = 2) -> int:  
     if convention not in CONVENTIONS or penalize not in PENALIZE:
         raise ValueError(f"convention must be one of {CONVENTIONS} and penalize one of {PENALIZE}, got "
                          f"convention={convention!r}, penalize={penalize!r}")
-    if isinstance(n_id, bool) or not isinstance(n_id, numbers.Integral) or not 1 <= n_id <= n - 1:
+    if isinstance(n_id := scalar(n_id), bool) or not isinstance(n_id, numbers.Integral) or not 1 <= n_id <= n - 1:
         raise ValueError(f"n_id must be a whole number in [1, N-1] = [1, {n - 1}] (both parts non-empty), got {n_id!r}")
     return int(n_id)
 
@@ -203,8 +204,8 @@ def greg_penalty(inputs: torch.Tensor, energies: torch.Tensor, n_id: int, m_in, 
     m_in, m_out = _columns(*_margins(m_in, m_out, members), energies)
     _check_finite("energies", energies)
     if not energies.requires_grad:
-        raise ValueError("energies carry no gradient: compute them from inputs in the same graph "
-                         "(x.requires_grad_(); energies = energy(model(x))), not under torch.no_grad() or detached")
+        raise ValueError("energies carry no gradient: compute them from inputs in the same graph (x.requires_grad_(); "
+                         "energies = energy(model(x))), not under torch.no_grad() / inference_mode() or detached")
     e_id, e_ood = _split(energies, n_id, members)
     mask_id, mask_ood = _masks(e_id, e_ood, m_in, m_out, convention, penalize)
     if convention == "paper":
@@ -305,8 +306,7 @@ def _gradient_term(total, x, e, n_id, m_in, m_out, lambda_grad, convention, pena
 def ce_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """The cross-entropy step (E3): ``(loss, parts)``, ``loss_ce`` and ``train_acc`` (floats; ``(M,)`` for members)."""
     _batch(x, y, None)
-    logits = model(x)
-    ce = ce_loss(logits, y)
+    ce = ce_loss(logits := model(x), y)
     with torch.no_grad():
         return ce, _finish({"loss_ce": ce}, logits, y, None, {})
 
