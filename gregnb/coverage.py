@@ -58,6 +58,8 @@ def nearest_distance(queries: torch.Tensor, reference: torch.Tensor, *, batch_si
     whose float32 distances it ties to float32 rounding (then the distance of a row that close). Returns ``(N,)``
     float64, >= 0."""
     q, r = torch.as_tensor(queries), torch.as_tensor(reference)
+    if "meta" in (q.device.type, r.device.type):
+        raise ValueError("queries and reference must hold values: one is on the meta device (shapes only)")
     if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1] or len(r) == 0:
         raise ValueError(f"queries (N, D) and a non-empty reference (M, D) with the same D are needed, got "
                          f"{tuple(q.shape)} and {tuple(r.shape)}")
@@ -82,6 +84,8 @@ def distance_to_pool(x: torch.Tensor, pool: torch.Tensor, model: nn.Module | Non
                      batch_size: int = 512) -> torch.Tensor:
     """Distance ``(N,)`` from each image of ``x`` to its nearest image of ``pool``: in input space
     (``model=None``) or in ``model``'s normalised penultimate feature space (see the module docstring)."""
+    if len(pool) == 0:
+        raise ValueError("pool is empty: pass the outlier pool's images (N, ...) to measure distances to")
     return nearest_distance(embed(x, model, transform=transform), embed(pool, model, transform=transform),
                             batch_size=batch_size)
 
@@ -190,6 +194,8 @@ def coverage_bands(models: Mapping[tuple[str, int], nn.Module], data: Benchmark,
     """
     import pandas as pd
 
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a dict {{(method, seed): model}}, got {validate.describe(models)}")
     spaces = (space,) if isinstance(space, str) else tuple(space)
     if not spaces or len(set(spaces)) != len(spaces):
         raise ValueError(f"space must be one of {SPACES} or a sequence of distinct ones, got {space!r}")

@@ -509,7 +509,7 @@ def _boundary_cases():
     import pandas as pd
 
     from gregnb.certify import energy_bounds, sound_radius
-    from gregnb.coverage import nearest_distance
+    from gregnb.coverage import coverage_bands, distance_to_pool, nearest_distance
     from gregnb.data.cifar import load_aux_pool
     from gregnb.experiments import paired_verdict
     from gregnb.findings import Findings
@@ -609,6 +609,12 @@ def _boundary_cases():
          "passed must be True or False"),
         ("add_check numbers=list", lambda n, x, b: Findings("99", fast=True).add_check("c", "C.", True, [1]), TypeError,
          "numbers must be a dict"),
+        ("add_comparison scale=None", lambda n, x, b: Findings("99", fast=True).add_comparison(
+            "c", "C.", pd.DataFrame({"seed": [0, 0], "method": ["a", "b"], "fpr95": [0.1, 0.2]}), "a", "b", scale=None),
+         V, "scale must be a finite number > 0, got None"),
+        ("nearest_distance meta", lambda n, x, b: nearest_distance(x.to("meta"), x), V, "on the meta device"),
+        ("distance_to_pool empty pool", lambda n, x, b: distance_to_pool(x, x[:0]), V, "pool is empty"),
+        ("coverage_bands models=list", lambda n, x, b: coverage_bands([n], b), TypeError, "models must be a dict"),
         *[(f"paired_verdict {k}", c, V, "df must be a pandas DataFrame with columns 'seed'") for k, c in [
             ("df=list", lambda n, x, b: paired_verdict([1, 2], "a", "b")),
             ("a == b", lambda n, x, b: paired_verdict(pd.DataFrame({"seed": [0], "method": ["a"], "fpr95": [0.1]}), "a", "a"))]],

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
+from ..validate import number
 from .record import FORMAT, VERDICTS, Claim, Number, check_claim_id, summarize
 from .stats import Effect
 from .render import show
@@ -89,6 +90,7 @@ class Findings:
         (its ``"text"`` says it in one line)."""
         from ..experiments import paired_verdict
 
+        scale, tol = number("scale", scale, low=0, low_open=True), number("tol", tol, low=0)
         result = paired_verdict(df, a, b, **paired)
         self.add_paired(claim_id, claim, result, unit=unit, scale=scale, names=names, tol=tol)
         return result
