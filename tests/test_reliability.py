@@ -612,6 +612,8 @@ def _boundary_cases():
         ("add_comparison scale=None", lambda n, x, b: Findings("99", fast=True).add_comparison(
             "c", "C.", pd.DataFrame({"seed": [0, 0], "method": ["a", "b"], "fpr95": [0.1, 0.2]}), "a", "b", scale=None),
          V, "scale must be a finite number > 0, got None"),
+        ("global_lipschitz_bound input_shape='2'", lambda n, x, b: global_lipschitz_bound(n, "2"), V,
+         r"input_shape must be one sample's shape, a tuple"),
         ("nearest_distance meta", lambda n, x, b: nearest_distance(x.to("meta"), x), V, "on the meta device"),
         ("distance_to_pool empty pool", lambda n, x, b: distance_to_pool(x, x[:0]), V, "pool is empty"),
         ("coverage_bands models=list", lambda n, x, b: coverage_bands([n], b), TypeError, "models must be a dict"),

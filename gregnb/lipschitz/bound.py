@@ -114,6 +114,10 @@ def global_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None
             input_shape = (model.in_channels, 8, 8)
         else:
             raise ValueError("pass input_shape: the shape of one input sample")
+    dims = [validate.scalar(d) for d in input_shape] if isinstance(input_shape, (tuple, list, torch.Size)) else None
+    if dims is None or not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise ValueError(f"input_shape must be one sample's shape, a tuple of whole numbers >= 1 such as (2,) or "
+                         f"(1, 8, 8), got {validate.describe(input_shape)}")
     with eval_mode(model):
         gen = torch.Generator().manual_seed(0)
         shape = tuple(input_shape)
