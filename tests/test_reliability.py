@@ -593,7 +593,6 @@ def _boundary_cases():
         ("auroc meta scores", lambda n, x, b: auroc(x[:, 0].to("meta"), x[:, 1]), V, "id_scores is on the meta device"),
         ("certified_fraction steps=0", lambda n, x, b: certified_fraction(n, x, 0.0, [0.1], is_id=True, steps=0), V,
          "steps must be a whole number >= 1, got 0"),
-        ("fit momentum=2", fit_kw(momentum=2.0), V, r"momentum must be in \[0, 1\)"),
         *[(f"fit_many {k}={v!r}", lambda n, x, b, k=k, v=v: fit_many([n], b, [dict(epochs=1)], **{"progress": False, k: v}),
            V, m) for k, v, m in [("max_members", 0, "max_members must be a whole number >= 1"),
                                  ("workers", -1, "workers must be at least 1"), ("progress", "x", "progress must be True")]],
