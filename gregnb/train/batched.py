@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import torch
@@ -103,7 +104,7 @@ def fit_many(models: list[nn.Module], data: Benchmark, configs: list[dict], *, d
     """
     no_inference_mode("fit_many")
     if not isinstance(models, (list, tuple)) or not isinstance(configs, (list, tuple)) or \
-            not all(isinstance(c, dict) for c in configs):
+            not all(isinstance(c, Mapping) for c in configs):
         raise TypeError(f"fit_many takes a list of models and a list of configs (one dict per model, e.g. "
                         f"[dict(method='ce', epochs=3)]), got models={describe(models)}, configs={describe(configs)}")
     for i, m in enumerate(models):
