@@ -133,6 +133,12 @@ def paired_verdict(df, a: str, b: str, value: str = "fpr95", *, column: str = "m
     for name in (a, b):
         if name not in wide:
             raise ValueError(f"no rows named {name!r} in column {column!r}; have {sorted(wide.columns)}")
+    missing = wide[[a, b]].isna().any(axis=1)
+    if missing.any():   # a seed without both values cannot be paired: say so rather than shrink n silently
+        import warnings
+
+        warnings.warn(f"paired_verdict: seeds {sorted(int(s) for s in wide.index[missing])} lack a value of {value!r} "
+                      f"for {a!r} or {b!r} and are left out of the comparison", stacklevel=2)
     wide = wide[[a, b]].dropna()
     if wide.empty:
         raise ValueError(f"rows {a!r} and {b!r} share no seed with a value of {value!r}: nothing to pair")

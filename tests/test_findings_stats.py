@@ -171,3 +171,15 @@ def test_a_damaged_committed_record_does_not_cost_the_run(tmp_path, monkeypatch)
     with pytest.warns(UserWarning, match="not a usable findings record"):
         view = show(f.to_dict(), tmp_path / "records")
     assert view.recorded is None and json.loads((tmp_path / "out" / "95.json").read_text())["claims"][0]["id"] == "x"
+
+
+def test_paired_verdict_says_when_it_leaves_a_seed_out():
+    import pandas as pd
+
+    from gregnb.experiments import paired_verdict
+
+    df = pd.DataFrame({"seed": [0, 0, 1, 1, 2], "method": ["a", "b", "a", "b", "a"], "ood": "mean",
+                       "fpr95": [0.1, 0.2, 0.1, 0.3, 0.2]})
+    with pytest.warns(UserWarning, match=r"seeds \[2\] lack a value"):
+        result = paired_verdict(df, "a", "b")
+    assert result["seeds"] == 2

@@ -138,7 +138,7 @@ def _other_values(name: str, value) -> list:
     if isinstance(value, bool):
         return [not value]
     if isinstance(value, (int, float)):
-        return [value + 1, value * 2 + 0.5]
+        return [value + 1, value * 2 + 0.5] + ([value / 2] if value else [])   # / 2: for a field below 1
     if isinstance(value, str):
         return {"method": ["energy"], "optimizer": ["sgd"], "schedule": ["constant", "multistep"],
                 "convention": ["reference"], "penalize": ["all"], "sampler": ["random", "greedy"]}[name]

@@ -348,6 +348,8 @@ def test_numpy_integers_are_whole_numbers(blobs, tmp_path, net):
     assert torch.isfinite(greg_penalty(x, energy(net(x)), np.int64(3), -5.0, -1.0))
     with pytest.raises(ValueError, match="whole number"):
         TrainConfig(epochs=2.0)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        TrainConfig(momentum=2.0)
 
 
 def test_bad_checkpoints_name_the_file_and_the_fix(tmp_path):

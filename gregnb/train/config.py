@@ -97,6 +97,9 @@ class TrainConfig:
                                                  for k in ("lr", "gamma", "temperature"))
         self.momentum, self.weight_decay, self.lambda_s, self.lambda_grad, self.lambda_oe = (
             _real(k, getattr(self, k)) for k in ("momentum", "weight_decay", "lambda_s", "lambda_grad", "lambda_oe"))
+        if not self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) (0.9 is usual), got {self.momentum}: at 1 or above the "
+                             f"optimiser's steps grow without bound")
         self.m_in, self.m_out = (_real(k, getattr(self, k), None, optional=True) for k in ("m_in", "m_out"))
         for k in ("amp", "channels_last", "progress", "log_grad_norms", "two_way"):
             if not isinstance(getattr(self, k), (bool, np.bool_)):
