@@ -21,10 +21,15 @@ def _axes(ax, figsize):
     return ax
 
 
+def _energies(e) -> np.ndarray:
+    """Energies (a tensor, array or list) as a flat float array."""
+    return np.asarray(e.detach() if hasattr(e, "detach") else e, dtype=float).ravel()
+
+
 def mask_shares(e_id, e_ood, m_in: float, m_out: float) -> dict[str, float]:
     """The shares of ID rows with ``E <= m_in`` and of outlier rows with ``E >= m_out``: the rows GReg's masks (E6)
     keep in the gradient penalty (the rest are still moved by the energy loss). Energies in energy units, low = ID."""
-    e_id, e_ood = (np.asarray(getattr(e, "detach", lambda: e)(), dtype=float).ravel() for e in (e_id, e_ood))
+    e_id, e_ood = _energies(e_id), _energies(e_ood)
     if e_id.size == 0 or e_ood.size == 0:
         raise ValueError("mask_shares needs at least one ID and one outlier energy")
     if not m_in < m_out:
@@ -36,8 +41,8 @@ def mask_schematic(e_id, e_ood, m_in: float, m_out: float, ax=None, bins: int = 
     """Histograms of ID and outlier energies with the margins: shaded where each kind of row is *penalised* by the
     gradient term (ID below ``m_in``, outliers above ``m_out``); elsewhere the energy loss still moves it."""
     ax = _axes(ax, (7, 3.2))
+    e_id, e_ood = _energies(e_id), _energies(e_ood)
     shares = mask_shares(e_id, e_ood, m_in, m_out)
-    e_id, e_ood = (np.asarray(getattr(e, "detach", lambda: e)(), dtype=float).ravel() for e in (e_id, e_ood))
     lo, hi = min(e_id.min(), e_ood.min(), m_in) - 1, max(e_id.max(), e_ood.max(), m_out) + 1
     edges = np.linspace(lo, hi, bins + 1)
     ax.hist(e_id, edges, alpha=0.55, color="tab:blue", label="ID rows")

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Iterable, Mapping
 
-from .stats import Effect, sign_test_p, welch_p
+from .stats import Effect, mean_sd, sign_test_p, welch_p
 
 __all__ = ["VERDICTS", "FORMAT", "Number", "Claim", "Comparison", "summarize", "compare", "comparison",
            "sign_test_p", "check_claim_id", "claims_by_id", "ALPHA"]
@@ -90,8 +90,7 @@ def summarize(values: Iterable[float], unit: str = "", scale: float = 1.0, tol: 
     xs = [scale * float(v) for v in values]
     if not xs:
         raise ValueError("summarize: no values (did the table have rows for every seed?)")
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    mean, std = mean_sd(xs)
     return Number(mean, std, len(xs), unit, tol, tuple(xs) if len(xs) > 1 else ())
 
 
